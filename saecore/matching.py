@@ -1,0 +1,225 @@
+"""One-to-one feature matching between two runs: exact assignment on decoder cosines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from saecore.errors import InputError
+from saecore.runs import Run
+from saecore.similarity import check_sign, dense_similarity, normalize_rows, resolve_device, top2_both_ways
+
+DEAD_POLICIES = ("include", "exclude")
+
+
+@dataclass
+class Assignment:
+    """A solver's answer on live rows: matched index pairs and their cosines (float64)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    scores: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+Solver = Callable[[torch.Tensor, torch.Tensor, str], Assignment]
+
+
+def solve_dense(a_n: torch.Tensor, b_n: torch.Tensor, sign: str) -> Assignment:
+    """Reference: the whole float64 cosine matrix and scipy's exact linear_sum_assignment."""
+    t0 = time.perf_counter()
+    s = dense_similarity(a_n, b_n, sign, torch.float64).cpu().numpy()
+    t1 = time.perf_counter()
+    rows, cols = linear_sum_assignment(s, maximize=True)
+    t2 = time.perf_counter()
+    return Assignment(rows, cols, s[rows, cols], {
+        "method": "dense", "certified": True, "seconds": {"similarity": t1 - t0, "assignment": t2 - t1}})
+
+
+SOLVERS: dict[str, Solver] = {"dense": solve_dense}
+
+
+def choose_method(n: int, m: int) -> str:
+    """The solver 'auto' uses for an n × m problem."""
+    if "certified" in SOLVERS and n * m > 2048 * 2048:
+        return "certified"
+    return "dense"
+
+
+@dataclass
+class Match:
+    """The optimal one-to-one matching of run A's features to run B's, with per-feature views.
+
+    Per-feature arrays have one entry per feature of that run: the matched partner (-1 when
+    unmatched or excluded), its score (NaN then), and the best other candidate (the runner-up,
+    a hint of split or absorbed features).
+    """
+
+    run_a: str
+    run_b: str
+    sign: str
+    dead: str
+    rows: np.ndarray
+    cols: np.ndarray
+    scores: np.ndarray
+    partner_a: np.ndarray
+    score_a: np.ndarray
+    runner_up_a: np.ndarray
+    runner_up_score_a: np.ndarray
+    partner_b: np.ndarray
+    score_b: np.ndarray
+    runner_up_b: np.ndarray
+    runner_up_score_b: np.ndarray
+    dead_a: int = 0
+    dead_b: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_matched(self) -> int:
+        return int(len(self.scores))
+
+    @property
+    def mcc(self) -> float:
+        """Mean matched cosine (PW-MCC for two runs of one family)."""
+        return float(np.mean(self.scores)) if len(self.scores) else float("nan")
+
+    def pairs(self) -> pd.DataFrame:
+        """One row per matched pair, best first: feature_a, feature_b, score, runner-up columns."""
+        df = pd.DataFrame({
+            "feature_a": self.rows, "feature_b": self.cols, "score": self.scores,
+            "runner_up_b": self.runner_up_a[self.rows], "runner_up_b_score": self.runner_up_score_a[self.rows],
+            "runner_up_a": self.runner_up_b[self.cols], "runner_up_a_score": self.runner_up_score_b[self.cols],
+        })
+        return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+    def swapped(self) -> "Match":
+        """The same matching seen from B's side."""
+        order = np.argsort(self.cols, kind="stable")
+        return Match(self.run_b, self.run_a, self.sign, self.dead, self.cols[order], self.rows[order],
+                     self.scores[order], self.partner_b, self.score_b, self.runner_up_b, self.runner_up_score_b,
+                     self.partner_a, self.score_a, self.runner_up_a, self.runner_up_score_a,
+                     self.dead_b, self.dead_a, dict(self.info))
+
+
+def exact_scores(dec_a: torch.Tensor, dec_b: torch.Tensor, rows: np.ndarray, cols: np.ndarray, sign: str) -> np.ndarray:
+    """Matched cosines recomputed in float64 from the raw rows: one definition of the score, whatever the solver."""
+    x = dec_a[torch.as_tensor(rows, dtype=torch.long)].cpu().double()
+    y = dec_b[torch.as_tensor(cols, dtype=torch.long)].cpu().double()
+    nx, ny = x.norm(dim=1), y.norm(dim=1)
+    c = (x * y).sum(dim=1) / torch.where((nx * ny) == 0, torch.ones_like(nx), nx * ny)
+    c = c.numpy()
+    return np.abs(c) if sign == "abs" else c
+
+
+def check_compatible(a: Run, b: Run) -> None:
+    if a.d_in != b.d_in:
+        raise InputError(f"cannot match {a.meta.path} (d_in={a.d_in}) with {b.meta.path} (d_in={b.d_in}): "
+                         "decoders live in different spaces")
+
+
+def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed", dead: str = "include",
+                   device: str | torch.device = "auto", method: str = "auto",
+                   names: tuple[str, str] = ("A", "B")) -> Match:
+    """Match two (d_sae, d_in) decoders; see `match_runs`."""
+    check_sign(sign)
+    if dead not in DEAD_POLICIES:
+        raise ValueError(f"dead must be one of {DEAD_POLICIES}, got {dead!r}")
+    if dec_a.shape[1] != dec_b.shape[1]:
+        raise InputError(f"decoders have different d_in: {dec_a.shape[1]} vs {dec_b.shape[1]}")
+    dev = resolve_device(device)
+    a_n, dead_a = normalize_rows(dec_a.to(dev, torch.float32))
+    b_n, dead_b = normalize_rows(dec_b.to(dev, torch.float32))
+    keep_a = torch.arange(len(a_n), device=dev) if dead == "include" else torch.nonzero(~dead_a).flatten()
+    keep_b = torch.arange(len(b_n), device=dev) if dead == "include" else torch.nonzero(~dead_b).flatten()
+    live_a, live_b = a_n[keep_a], b_n[keep_b]
+    ka, kb = keep_a.cpu().numpy(), keep_b.cpu().numpy()
+
+    if method == "auto":
+        method = choose_method(len(live_a), len(live_b))
+    if method not in SOLVERS:
+        raise ValueError(f"unknown matching method {method!r} (known: {', '.join(SOLVERS)})")
+    t0 = time.perf_counter()
+    if len(live_a) and len(live_b):
+        sol = SOLVERS[method](live_a, live_b, sign)
+    else:
+        sol = Assignment(np.zeros(0, int), np.zeros(0, int), np.zeros(0), {"method": method, "certified": True})
+    t1 = time.perf_counter()
+    rows, cols = ka[sol.rows], kb[sol.cols]
+    order = np.argsort(rows, kind="stable")
+    rows, cols = rows[order], cols[order]
+    scores = exact_scores(dec_a, dec_b, rows, cols, sign)
+
+    def per_feature(n: int, mine: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        partner, score = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+        partner[mine], score[mine] = theirs, scores
+        return partner, score
+
+    partner_a, score_a = per_feature(len(a_n), rows, cols)
+    partner_b, score_b = per_feature(len(b_n), cols, rows)
+    ru_a, rus_a, ru_b, rus_b = _runner_ups(live_a, live_b, ka, kb, partner_a, partner_b, sign, len(a_n), len(b_n))
+    info = dict(sol.info)
+    info["device"] = str(dev)
+    info.setdefault("seconds", {})["runner_up"] = time.perf_counter() - t1
+    info["seconds"]["total"] = time.perf_counter() - t0
+    return Match(names[0], names[1], sign, dead, rows, cols, scores, partner_a, score_a, ru_a, rus_a,
+                 partner_b, score_b, ru_b, rus_b, int(dead_a.sum()), int(dead_b.sum()), info)
+
+
+def _runner_ups(live_a, live_b, ka, kb, partner_a, partner_b, sign, n_a, n_b):
+    """Each feature's best candidate on the other side other than its matched partner."""
+    out = []
+    rv, ri, cv, ci = (t.cpu().numpy() for t in top2_both_ways(live_a, live_b, sign))
+    for vals, idx, mine, theirs, partner, n in ((rv, ri, ka, kb, partner_a, n_a), (cv, ci, kb, ka, partner_b, n_b)):
+        ru, rus = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+        if vals.shape[1]:
+            cand = theirs[idx]
+            first_is_partner = cand[:, 0] == partner[mine]
+            col = np.where(first_is_partner, 1, 0) if vals.shape[1] > 1 else np.zeros(len(mine), dtype=int)
+            ok = ~(first_is_partner & (vals.shape[1] == 1))
+            pick = np.arange(len(mine))
+            ru[mine[ok]] = cand[pick, col][ok]
+            rus[mine[ok]] = vals[pick, col][ok]
+        out += [ru, rus]
+    return out
+
+
+def match_runs(a: Run, b: Run, sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",
+               method: str = "auto") -> Match:
+    """Optimal one-to-one matching of a's decoder rows to b's (min(d_a, d_b) pairs).
+
+    sign: 'signed' cosine (as the authors' code) or 'abs'. dead: zero-norm rows either take part
+    with score 0 ('include') or are left out before matching ('exclude').
+    """
+    check_compatible(a, b)
+    return match_decoders(a.decoder, b.decoder, sign, dead, device, method, (a.name, b.name))
+
+
+_SIDE_COLUMNS = ("partner", "score", "runner_up", "runner_up_score")
+
+
+def match_to_frame(match: Match) -> tuple[pd.DataFrame, dict]:
+    """A long table (one row per feature per side) plus JSON metadata: how a Match is stored on disk."""
+    frames = []
+    for side in ("a", "b"):
+        cols = {c: getattr(match, f"{c}_{side}") for c in _SIDE_COLUMNS}
+        n = len(cols["partner"])
+        frames.append(pd.DataFrame({"side": side, "feature": np.arange(n, dtype=np.int64), **cols}))
+    meta = {"run_a": match.run_a, "run_b": match.run_b, "sign": match.sign, "dead": match.dead,
+            "dead_a": match.dead_a, "dead_b": match.dead_b, "info": match.info}
+    return pd.concat(frames, ignore_index=True), meta
+
+
+def match_from_frame(df: pd.DataFrame, meta: dict) -> Match:
+    """Inverse of `match_to_frame`."""
+    sides = {s: df[df["side"] == s].sort_values("feature") for s in ("a", "b")}
+    arr = {f"{c}_{s}": sides[s][c].to_numpy() for s in sides for c in _SIDE_COLUMNS}
+    rows = np.nonzero(arr["partner_a"] >= 0)[0]
+    cols = arr["partner_a"][rows]
+    return Match(meta["run_a"], meta["run_b"], meta["sign"], meta["dead"], rows, cols, arr["score_a"][rows],
+                 dead_a=meta["dead_a"], dead_b=meta["dead_b"], info=meta.get("info", {}), **arr)

@@ -1,0 +1,81 @@
+"""Cosine similarity of decoder rows on a torch device, blockwise so memory stays bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+SIGNS = ("signed", "abs")
+DEFAULT_BLOCK_BYTES = 256 * 1024 * 1024
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; an explicit 'cuda' without a GPU is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for, but no CUDA GPU is available (use 'cpu' or 'auto')")
+    return dev
+
+
+def check_sign(sign: str) -> str:
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    return sign
+
+
+def normalize_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm rows (zero rows stay zero, never 0/0) and the mask of zero rows."""
+    norms = matrix.norm(dim=1, keepdim=True)
+    dead = (norms == 0).flatten()
+    return matrix / torch.where(norms == 0, torch.ones_like(norms), norms), dead
+
+
+def apply_sign(s: torch.Tensor, sign: str) -> torch.Tensor:
+    return s.abs() if sign == "abs" else s
+
+
+def block_rows(n_cols: int, dtype: torch.dtype, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """How many rows of an (·, n_cols) similarity block fit in the memory budget."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, budget_bytes // max(1, n_cols * itemsize))
+
+
+def similarity_blocks(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed", dtype: torch.dtype = torch.float32,
+                      budget_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (first row, S[rows, :]) for S = a_n · b_nᵀ on a_n's device, one bounded block at a time."""
+    b = b_n.to(dtype)
+    step = block_rows(b.shape[0], dtype, budget_bytes)
+    for start in range(0, a_n.shape[0], step):
+        yield start, apply_sign(a_n[start:start + step].to(dtype) @ b.T, sign)
+
+
+def dense_similarity(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed",
+                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The whole similarity matrix (reference path and small problems only)."""
+    return apply_sign(a_n.to(dtype) @ b_n.to(dtype).T, sign)
+
+
+def top2_both_ways(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed"
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best two partners of every row of a in b and of every row of b in a, in one blockwise pass.
+
+    Returns (row_vals (n,k), row_idx, col_vals (m,k), col_idx) with k = min(2, other side's size).
+    """
+    n, m = a_n.shape[0], b_n.shape[0]
+    kr, kc = min(2, m), min(2, n)
+    row_vals = torch.empty((n, kr), dtype=torch.float32, device=a_n.device)
+    row_idx = torch.empty((n, kr), dtype=torch.long, device=a_n.device)
+    col_vals = torch.full((kc, m), -torch.inf, dtype=torch.float32, device=a_n.device)
+    col_idx = torch.zeros((kc, m), dtype=torch.long, device=a_n.device)
+    for start, s in similarity_blocks(a_n, b_n, sign):
+        v, i = s.topk(kr, dim=1)
+        row_vals[start:start + len(s)], row_idx[start:start + len(s)] = v, i
+        bv, bi = s.topk(min(kc, len(s)), dim=0)
+        merged_v = torch.cat([col_vals, bv])
+        merged_i = torch.cat([col_idx, bi + start])
+        top_v, pos = merged_v.topk(kc, dim=0)
+        col_vals, col_idx = top_v, merged_i.gather(0, pos)
+    return row_vals, row_idx, col_vals.T.contiguous(), col_idx.T.contiguous()

@@ -1,0 +1,100 @@
+"""Scanning a folder for runs and grouping them into families (same config, different seeds)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from saecore.errors import SaecoreError
+from saecore.loaders import FORMATS, arrays, dictionary_learning, load_meta
+from saecore.runs import FAMILY_FIELDS, RunMeta
+
+SKIP_DIRS = {"__pycache__", "node_modules", "explanations", "features", "activations"}
+
+
+@dataclass(frozen=True)
+class ScanError:
+    """A path that looked like a run but could not be read."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Workspace:
+    """Every run found under a root, their families and the paths that failed."""
+
+    root: str
+    runs: list[RunMeta] = field(default_factory=list)
+    errors: list[ScanError] = field(default_factory=list)
+    family_fields: tuple[str, ...] = FAMILY_FIELDS
+
+    def family_of(self, run: RunMeta) -> str:
+        return run.family_key(self.family_fields)
+
+    @property
+    def families(self) -> dict[str, list[RunMeta]]:
+        """Family key -> its runs, ordered by seed then name."""
+        out: dict[str, list[RunMeta]] = {}
+        for r in self.runs:
+            out.setdefault(self.family_of(r), []).append(r)
+        for runs in out.values():
+            runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.name))
+        return dict(sorted(out.items()))
+
+    def run(self, name: str) -> RunMeta:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(f"no run named {name!r} in {self.root}")
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Paths under root that some format claims, without descending into claimed run folders."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+        folder_fmt = next((n for n, m in FORMATS.items() if n != arrays.NAME and m.matches(here)), None)
+        if folder_fmt:
+            found.append(here)
+            if folder_fmt == dictionary_learning.NAME:
+                found.extend(dictionary_learning.checkpoints(here))
+            # SAELens keeps checkpoints/<n_tokens>/ inside the run: keep walking only there.
+            dirnames[:] = [d for d in dirnames if d == "checkpoints"]
+            continue
+        if here.name == "checkpoints" and here.parent in found:
+            continue
+        for f in sorted(filenames):
+            p = here / f
+            if arrays.matches(p) and not f.startswith("."):
+                found.append(p)
+    return found
+
+
+def _relative_name(meta: RunMeta, root: Path) -> str:
+    try:
+        rel = Path(meta.path).relative_to(root).as_posix()
+    except ValueError:
+        return meta.name
+    if meta.step is not None and meta.format == dictionary_learning.NAME:
+        return f"{Path(rel).parent.parent.as_posix()}@{meta.step}"
+    return rel if rel != "." else meta.name
+
+
+def scan(root: str | Path, family_fields: tuple[str, ...] = FAMILY_FIELDS, d_in: int | None = None) -> Workspace:
+    """Find every run below `root`; unreadable ones become ScanErrors instead of stopping the scan."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SaecoreError(f"{root}: not a folder")
+    ws = Workspace(root=str(root), family_fields=family_fields)
+    for path in _candidates(root):
+        try:
+            meta = load_meta(path, d_in=d_in)
+        except (SaecoreError, OSError) as exc:
+            reason = getattr(exc, "problem", str(exc))
+            ws.errors.append(ScanError(str(path), reason))
+            continue
+        ws.runs.append(replace(meta, name=_relative_name(meta, root)))
+    return ws

@@ -1,0 +1,59 @@
+"""Scanning finds runs of every format, groups seeds into families, and reports unreadable paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from saecore import SaecoreError, scan
+from saecore.runs import FAMILY_FIELDS
+from workspaces import (make_workspace, related_decoders, write_dictionary_learning, write_saelens,
+                        write_sparsify)
+
+
+def test_families_group_seeds(tmp_path):
+    ws = scan(make_workspace(tmp_path, seeds=3))
+    fams = ws.families
+    assert len(ws.runs) == 6 and len(fams) == 2
+    for runs in fams.values():
+        assert [r.seed for r in runs] == [0, 1, 2]
+    assert any("k=8" in key for key in fams)
+    assert ws.run("topk_k8/seed1").seed == 1
+
+
+def test_mixed_formats_and_checkpoints(tmp_path):
+    decs = related_decoders(3, 32, 8)
+    write_saelens(tmp_path / "lens" / "run", decs[0])
+    write_saelens(tmp_path / "lens" / "run" / "checkpoints" / "1000", decs[1])
+    write_sparsify(tmp_path / "sp", "layers.2", {0: decs[0], 1: decs[1]})
+    write_dictionary_learning(tmp_path / "dl" / "trainer_0", decs[2], checkpoints={10: decs[0], 20: decs[1]})
+    ws = scan(tmp_path)
+    by_format = {}
+    for r in ws.runs:
+        by_format.setdefault(r.format, []).append(r)
+    assert len(by_format["saelens"]) == 2 and len(by_format["sparsify"]) == 2 and len(by_format["dictionary_learning"]) == 3
+    steps = sorted(r.step for r in by_format["dictionary_learning"] if r.step is not None)
+    assert steps == [10, 20]
+    assert {r.step for r in by_format["saelens"]} == {None, 1000}
+    # Checkpoints of one run are not seeds of the final run's family.
+    assert ws.family_of(by_format["saelens"][0]) != ws.family_of(by_format["saelens"][1])
+    assert not ws.errors
+
+
+def test_unreadable_run_becomes_an_error_not_a_crash(tmp_path):
+    make_workspace(tmp_path, seeds=2)
+    bad = tmp_path / "topk_k8" / "seed1" / "cfg.json"
+    bad.write_text("{not json")
+    ws = scan(tmp_path)
+    assert len(ws.runs) == 3
+    assert len(ws.errors) == 1 and "not valid JSON" in ws.errors[0].reason and ws.errors[0].path.endswith("seed1")
+
+
+def test_family_key_can_be_overridden(tmp_path):
+    make_workspace(tmp_path, seeds=2)
+    fields = tuple(f for f in FAMILY_FIELDS if f not in ("architecture", "sparsity"))
+    assert len(scan(tmp_path, family_fields=fields).families) == 1
+
+
+def test_missing_root_is_an_error(tmp_path):
+    with pytest.raises(SaecoreError, match="not a folder"):
+        scan(tmp_path / "nope")
