@@ -23,7 +23,7 @@ install: $(STAMP)
 sysdeps:
 	@if ! command -v chromium >/dev/null || [ ! -d /usr/share/games/fortunes ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fortunes; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fortunes fonts-noto-color-emoji; \
 	  else echo "note: install chromium and fortunes (apt-get) for the browser tests and the demo corpus"; fi; \
 	fi
 
@@ -38,3 +38,11 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
+
+# Rebuild the shipped demo workspace from nothing (SmolLM2 activations on fortunes, 2 families × 3 seeds).
+demo-data: install sysdeps
+	nice -n 10 $(PY) -m saecore demo build --out data/demo
+
+# Start the local OpenAI-compatible explainer (llama.cpp + SmolLM2) on 127.0.0.1:8012.
+explainer: install
+	$(PY) -m saecore explainer serve --port 8012

@@ -14,6 +14,8 @@ import pandas as pd
 CACHE_ENV = "SAECORE_CACHE_DIR"
 # Bump when the meaning of a cached result changes, so stale entries are never reused.
 CACHE_VERSION = "1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def default_cache_dir() -> Path:
@@ -33,6 +35,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give results the usual permissions
     try:
         write(Path(tmp))
         os.replace(tmp, path)

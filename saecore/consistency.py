@@ -51,22 +51,31 @@ class MatchCache:
         return self.root / f"{key}.parquet"
 
     def get(self, a: Run, b: Run, sign: str, dead: str) -> Match | None:
-        p = self.path(self.key(a, b, sign, dead))
+        m = self.load(self.key(a, b, sign, dead))
+        if m is not None:
+            m.run_a, m.run_b = a.name, b.name
+        return m
+
+    def put(self, a: Run, b: Run, match: Match) -> None:
+        self.store(self.key(a, b, match.sign, match.dead), match)
+
+    def load(self, key: str) -> Match | None:
+        """The match stored under a key, or None when absent or unreadable."""
+        p = self.path(key)
         if not p.is_file():
             return None
         try:
             df, meta = read_parquet(p)
         except (OSError, ValueError, KeyError):
             return None  # unreadable entry: recompute and overwrite
-        m = match_from_frame(df, meta)
-        m.run_a, m.run_b = a.name, b.name
-        return m
+        return match_from_frame(df, meta)
 
-    def put(self, a: Run, b: Run, match: Match) -> None:
+    def store(self, key: str, match: Match) -> None:
+        """Write a match under a key (uncertified answers are never stored)."""
         if not match.info.get("certified", True):
             return
         df, meta = match_to_frame(match)
-        atomic_write_parquet(self.path(self.key(a, b, match.sign, match.dead)), df, meta)
+        atomic_write_parquet(self.path(key), df, meta)
 
 
 def cached_match(a: Run, b: Run, sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",

@@ -1,0 +1,128 @@
+"""Consistency: PW-MCC of a family (or chosen runs), score distributions, shared fraction, frequency bins, steps."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, share
+from dashboard.router import ensure_router
+from dashboard.pick import runs_selector, sign_and_dead
+from dashboard.state import current_view, open_workspace, presentation_toggle, publish, workspace_label
+from saecore.errors import InputError, SaecoreError
+from saecore.metrics import SHARED_THRESHOLD, frequency_bins, shared_fraction, shared_fraction_curve
+from saecore.overview import checkpoint_series, steps_table
+from saecore.pairs import frequencies_of
+from saecore.plots.consistency import (contribution_figure, frequency_bins_figure, pwmcc_matrix_figure,
+                                       score_histogram, shared_fraction_figure, sign_label, steps_figure)
+
+MAX_PAIR_TRACES = 6
+
+ensure_router()
+view = presentation_toggle(current_view())
+share.begin_report()
+st.title("📈 Consistency across seeds")
+ws, root = open_workspace(view)
+if ws is None:
+    publish(view)
+    st.stop()
+root_s = str(root)
+
+with st.container(key="controls"):
+    view, metas = runs_selector(ws, view)
+    view = sign_and_dead(view)
+publish(view)
+if len(metas) < 2:
+    st.info("Choose at least two runs to compare.")
+    st.stop()
+
+runs, problems = data.runs(metas, root_s)
+for p in problems:
+    st.error(f"Cannot load run {p}")
+if len(runs) < 2:
+    st.stop()
+try:
+    comp = data.comparison(runs, view.sign, view.dead)
+except InputError as exc:
+    st.error(f"These runs cannot be compared: {exc}")
+    st.stop()
+except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
+    st.error(f"Matching failed: {exc}")
+    st.stop()
+
+first = next(iter(comp.matches.values()))
+chance = data.chance(runs[0].d_sae, runs[0].d_in, runs[1].d_sae, view.sign)
+label = view.family or f"{len(runs)} chosen runs"
+names = ", ".join(comp.names)
+settings = f"{sign_label(view.sign)}, dead rows {view.dead}d"
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("PW-MCC (mean over pairs)", f"{comp.pw.mean:.4f}", help="population std (ddof=0) over the run pairs")
+c2.metric("std over pairs", f"{comp.pw.std:.4f}")
+c3.metric("chance level", f"{chance:.4f}", help="MCC of random gaussian dictionaries of the same shapes")
+c4.metric("pairs", len(comp.pw.pairs))
+st.caption(f"{label}: {names}. {settings}. Matching on `{first.info.get('device', '?')}` "
+           f"with the {first.info.get('method', '?')} solver; {comp.cached} of {len(comp.matches)} pairs from the cache.")
+
+matrix = comp.pw.matrix()
+cap = f"Pairwise MCC ({settings}) between the runs of {label}."
+share.chart(pwmcc_matrix_figure(comp.names, matrix, chance, cap),
+            pd.DataFrame(matrix, index=comp.names, columns=comp.names).reset_index(names="run"), cap, key="matrix")
+
+pair_keys = sorted(comp.matches)[:MAX_PAIR_TRACES]
+pair_label = {k: f"{comp.names[k[0]]} ↔ {comp.names[k[1]]}" for k in pair_keys}
+scores = {pair_label[k]: comp.matches[k].scores for k in pair_keys}
+hist_df = pd.concat([pd.DataFrame({"pair": lbl, "score": s}) for lbl, s in scores.items()], ignore_index=True)
+cap = (f"Matched decoder {sign_label(view.sign)} of every matched feature, per run pair of {label} "
+       f"(first {len(pair_keys)} pairs). Dashed: chance MCC {chance:.3f}; dotted: shared threshold {SHARED_THRESHOLD}.")
+share.chart(score_histogram(scores, chance, view.sign, cap), hist_df, cap, key="histogram")
+
+curves = {pair_label[k]: shared_fraction_curve(comp.matches[k]) for k in pair_keys}
+curve_df = pd.concat([c.assign(pair=lbl) for lbl, c in curves.items()], ignore_index=True)
+at_threshold = ", ".join(f"{lbl}: {shared_fraction(comp.matches[k]):.1%}" for k, lbl in pair_label.items())
+cap = (f"Fraction of run A's features whose matched partner in run B has decoder cosine above the threshold "
+       f"({label}, {settings}; decoder only). At {SHARED_THRESHOLD}: {at_threshold}.")
+share.chart(shared_fraction_figure(curves, chance, view.sign, cap), curve_df, cap, key="shared")
+
+st.subheader("Consistency by activation frequency")
+ref_name = st.selectbox("Reference run (its features are binned by how often they fire)", comp.names)
+ref = comp.names.index(ref_name)
+stats, why = data.stats(runs[ref].meta.path)
+freq = frequencies_of(runs[ref], stats)
+if freq is None:
+    st.info(f"Activation frequencies are not available for {ref_name}: {why or 'no sparsity file and no feature statistics'}.")
+else:
+    source = "feature statistics" if stats is not None else "the run's sparsity file"
+    consistency = comp.feature_consistency(ref)
+    bins = frequency_bins(freq, consistency["mean_score"].to_numpy())
+    st.dataframe(bins, hide_index=True)
+    share.table_section("Frequency bins", bins)
+    cap = (f"Features of {ref_name} in 5 equal-width bins of log10 firing fraction (from {source}); per-feature score = "
+           f"mean matched {sign_label(view.sign)} against the other {len(runs) - 1} run(s) of {label}. "
+           f"Bars: mean ± sd, n = features per bin. Dashed: chance MCC.")
+    share.chart(frequency_bins_figure(bins, chance, view.sign, cap), bins, cap, key="freq_bins")
+    cap = (f"Each frequency bin's share of the mean per-feature score of {ref_name} ({label}, {settings}): "
+           "bars = bin contribution (sum of its scores / all features), line = cumulative sum (ends at the mean), "
+           "dotted = share of features in the bin (right axis).")
+    share.chart(contribution_figure(bins, chance, cap), bins, cap, key="contribution")
+
+if view.family:
+    series = checkpoint_series(ws, view.family)
+    usable = {s: m for s, m in series.items() if len(m) >= 2}
+    st.subheader("PW-MCC during training")
+    if not usable:
+        st.info("No checkpoints with two or more seeds were found for this family.")
+    else:
+        results = []
+        for step, step_metas in usable.items():
+            step_runs, step_problems = data.runs(step_metas, root_s)
+            for p in step_problems:
+                st.error(f"Checkpoint {step}: {p}")
+            if len(step_runs) >= 2:
+                results.append((step, data.comparison(step_runs, view.sign, view.dead).pw))
+        steps = steps_table(results)
+        cap = (f"PW-MCC ({settings}) of the checkpoints of {label} at {len(results)} steps; "
+               f"points = single seed pairs, line = mean ± sd. Dashed: chance MCC {chance:.3f}.")
+        share.chart(steps_figure(steps, chance, cap), steps, cap, key="steps")
+
+share.report_button(f"Consistency of {label}", f"Workspace {workspace_label(root)}; runs {names}; {settings}")

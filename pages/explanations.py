@@ -1,0 +1,162 @@
+"""Explanations: generate them through an OpenAI-compatible endpoint, or import them from other tools' exports."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data
+from dashboard.router import ensure_router
+from dashboard.state import current_view, open_workspace, presentation_toggle, publish, roots
+from saecore.access import AccessError, resolve_inside
+from saecore.errors import SaecoreError
+from saecore.explain_plan import parse_indices
+
+ensure_router()
+view = presentation_toggle(current_view())
+st.title("📝 Explanations")
+ws, root = open_workspace(view)
+publish(view)
+if ws is None:
+    st.stop()
+root_s = str(root)
+explain = data.optional("explain", "explain_run")
+importer = data.optional("explanations", "import_explanations")
+names = [m.name for m in ws.runs]
+if not names:
+    st.info("No runs in this workspace.")
+    st.stop()
+
+counts = []
+for m in ws.runs:
+    table, why = data.explanations(m.path)
+    ctx_ok = data.has_contexts(m.path)
+    counts.append({"run": m.name, "explained features": 0 if table is None else int(table["feature"].nunique()),
+                   "explainers": "" if table is None else ", ".join(sorted(table["explainer"].unique())),
+                   "has contexts": ctx_ok})
+st.dataframe(pd.DataFrame(counts), hide_index=True)
+
+gen_tab, import_tab = st.tabs(["Generate", "Import"])
+
+with gen_tab:
+    if explain is None:
+        st.info("Generating explanations is not available in this build.")
+    else:
+        from saecore.explain import DEFAULT_ENDPOINT, DEFAULT_MODEL, ExplainerConfig, build_client, sample_features
+        from saecore.explain_plan import estimate
+
+        with_ctx = [c["run"] for c in counts if c["has contexts"]]
+        if not with_ctx:
+            st.info("No run has top-activating contexts yet; explanations are written from them "
+                    "(build them with the features command or the demo).")
+        else:
+            run_name = st.selectbox("Run to explain", with_ctx)
+            meta = ws.run(run_name)
+            contexts = data.feature_contexts(meta.path) or {}
+            available = sorted(contexts)
+            how = st.radio("Which features", ["sample", "list"], horizontal=True, key="explain_how",
+                           format_func=lambda h: "a seeded random sample" if h == "sample" else "a list of indices")
+            if how == "sample":
+                c1, c2 = st.columns(2)
+                n = int(c1.number_input("How many features", min_value=1, max_value=max(1, len(available)),
+                                        value=min(50, max(1, len(available))), key="explain_n"))
+                seed = int(c2.number_input("Sample seed", min_value=0, value=0))
+                features = sample_features(available, n, seed)
+            else:
+                text = st.text_input("Feature indices (comma or space separated)", key="explain_list")
+                try:
+                    features = parse_indices(text, meta.d_sae)
+                except ValueError as exc:
+                    st.error(str(exc))
+                    features = []
+            c3, c4 = st.columns(2)
+            endpoint = c3.text_input("Endpoint (OpenAI-compatible base URL)", value=DEFAULT_ENDPOINT, key="explain_endpoint")
+            model = c4.text_input("Model", value=DEFAULT_MODEL)
+            api_key = st.text_input("API key (not needed for a local server; never saved to disk or put in the URL)",
+                                    type="password", value="", key="explain_api_key")
+            with st.expander("Request settings and prices"):
+                d1, d2, d3 = st.columns(3)
+                max_tokens = int(d1.number_input("max tokens per answer", min_value=5, value=30))
+                concurrency = int(d2.number_input("parallel requests", min_value=1, max_value=16, value=2))
+                retries = int(d3.number_input("retries per request", min_value=0, max_value=8, value=2, key="explain_retries"))
+                p1, p2 = st.columns(2)
+                price_in = p1.number_input("$ per 1M prompt tokens", min_value=0.0, value=0.0)
+                price_out = p2.number_input("$ per 1M completion tokens", min_value=0.0, value=0.0)
+            config = ExplainerConfig(base_url=endpoint.strip(), model=model.strip(), max_tokens=max_tokens,
+                                     concurrency=concurrency, max_retries=retries)
+            stored, _ = data.explanations(meta.path)
+            already = [] if stored is None else stored.loc[stored["explainer"] == config.model, "feature"].tolist()
+            plan = estimate(contexts, features, max_tokens, concurrency, already, price_in, price_out,
+                            config.n_top, config.n_quantile)
+            st.info(f"Estimate: {plan.summary()}. Time assumes ~100 tokens/s decoding (a small local model); "
+                    "answers are cached, so a stopped job resumes where it left off.")
+            if st.button("Generate explanations", type="primary", key="explain_start", disabled=not features):
+                bar = st.progress(0.0, text="starting…")
+
+                def progress(done: int, total: int, message: str) -> None:
+                    bar.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
+
+                try:
+                    client = build_client(config, api_key.strip() or None)
+                    report = explain(meta.path, client, config, features, progress=progress)
+                except (SaecoreError, OSError, ValueError) as exc:
+                    st.error(f"Explanation job stopped: {exc}")
+                else:
+                    st.success(f"{report.n_ok} features explained ({report.n_cached} from the cache), "
+                               f"{report.n_failed} failed, in {report.wall_seconds:.1f} s; "
+                               f"{report.prompt_tokens:,} prompt and {report.completion_tokens:,} completion tokens.")
+                    if report.stored_to:
+                        st.caption(f"Stored in {report.stored_to}")
+                    failures = report.failures()
+                    if failures:
+                        st.dataframe(pd.DataFrame({"feature": list(failures), "problem": list(failures.values())}),
+                                     hide_index=True)
+
+with import_tab:
+    if importer is None:
+        st.info("Importing explanations is not available in this build.")
+    else:
+        target = st.selectbox("Run the explanations belong to", names, key="import_target")
+        upload = st.file_uploader("Explanation file (Neuronpedia .jsonl.gz / .json, SAEBench .json, CSV, JSON map)")
+        source_text = st.text_input("…or a file or folder path inside the workspace roots (e.g. a delphi folder)",
+                                    key="import_path")
+        e1, e2, e3 = st.columns(3)
+        explainer = e1.text_input("Only this explainer (optional)").strip() or None
+        source_id = e2.text_input("Source / layer id (optional)").strip() or None
+        label = e3.text_input("Explainer name to record (optional)").strip() or None
+        b1, b2 = st.columns(2)
+        preview = b1.button("Check without storing", key="import_check")
+        store = b2.button("Import and store", type="primary", key="import_store")
+        if preview or store:
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    if upload is not None:
+                        source = Path(tmp) / Path(upload.name).name
+                        source.write_bytes(upload.getvalue())
+                    elif source_text.strip():
+                        source = resolve_inside(source_text, roots(), data.base_dir())
+                    else:
+                        raise AccessError("choose a file to upload or give a path")
+                    report = importer(source, ws.run(target), explainer=explainer, source_id=source_id,
+                                      store=store, label=label)
+            except (SaecoreError, OSError, ValueError) as exc:
+                st.error(f"Import failed: {exc}")
+            else:
+                verb = "Stored" if store else "Would store"
+                st.success(f"{verb} {report.features} explanations for {target} from {report.records} records "
+                           f"({report.format} format; explainer {report.chosen_explainer or 'by rule'}).")
+                st.caption(f"Rule for several explanations of one feature: {report.rule}.")
+                summary = pd.DataFrame([
+                    {"what": "records read", "count": report.records},
+                    {"what": "features kept", "count": report.features},
+                    {"what": "features with several usable explanations", "count": len(report.duplicates)},
+                    {"what": "features whose explanations all failed or were empty", "count": len(report.failed)},
+                    {"what": f"indices outside 0…{(report.d_sae or 0) - 1}", "count": len(report.out_of_range)}])
+                st.dataframe(summary, hide_index=True)
+                for w in report.warnings:
+                    st.warning(w)
+                if len(report.kept):
+                    st.dataframe(report.kept.head(20), hide_index=True)

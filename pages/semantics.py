@@ -1,0 +1,146 @@
+"""Consistency vs semantics: do features with similar decoder directions get similar explanations?"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, share
+from dashboard.router import ensure_router
+from dashboard.pick import sign_and_dead
+from dashboard.state import current_view, open_workspace, presentation_toggle, publish, workspace_label
+from saecore.errors import SaecoreError
+from saecore.metrics import match_for
+from saecore.overview import comparable_families, explained_pair
+from saecore.plots.consistency import sign_label
+from saecore.plots.semantic import bins_frame, binned_figure, semantic_scatter
+from saecore.viewstate import to_params
+
+ensure_router()
+view = presentation_toggle(current_view())
+share.begin_report()
+st.title("💬 Consistency vs semantics")
+st.markdown("Matched features with a high decoder cosine should also be explained alike. Each point is a matched "
+            "pair of two seeds; its explanation similarity is the cosine of the two explanations' sentence embeddings.")
+ws, root = open_workspace(view)
+if ws is None:
+    publish(view)
+    st.stop()
+root_s = str(root)
+if data.optional("semantic", "compare_explanations") is None:
+    publish(view)
+    st.info("Explanation similarity is not available in this build (the semantic module is missing).")
+    st.stop()
+
+families = comparable_families(ws)
+counts: dict[str, int] = {}
+for metas in families.values():
+    for m in metas:
+        table, _ = data.explanations(m.path)
+        counts[m.name] = 0 if table is None else int(table["feature"].nunique())
+eligible = {k: v for k, v in families.items() if explained_pair([m.name for m in v], counts) is not None}
+if not eligible:
+    publish(view)
+    st.info("No family has two runs with explanations yet. Generate or import explanations on the Explanations page.")
+    st.stop()
+
+with st.container(key="controls"):
+    default = [view.family] if view.family in eligible else list(eligible)
+    chosen = st.multiselect("Families (one seed pair each, shown side by side)", list(eligible), default=default)
+    view = sign_and_dead(view)
+publish(view)
+if not chosen:
+    st.info("Choose at least one family.")
+    st.stop()
+if data.embedder() is None:
+    st.error("The sentence embedding model could not be loaded: "
+             f"{st.session_state.get('_embedder_problem', 'unknown problem')}")
+    st.stop()
+
+results, where = {}, {}
+for key in chosen:
+    metas = eligible[key]
+    names = [m.name for m in metas]
+    a_name, b_name = explained_pair(names, counts, (view.run_a, view.run_b))
+    runs, problems = data.runs(metas, root_s)
+    for p in problems:
+        st.error(f"Family {key}: cannot load run {p}")
+    loaded = [r.name for r in runs]
+    if a_name not in loaded or b_name not in loaded or len(runs) < 2:
+        continue
+    try:
+        comp = data.comparison(runs, view.sign, view.dead)
+        ia, ib = loaded.index(a_name), loaded.index(b_name)
+        match = match_for(comp.matches, ia, ib)
+        ra, rb = runs[ia], runs[ib]
+        cache_key = (ra.fingerprint, rb.fingerprint, view.sign, view.dead, data.explanations_version(ra.meta.path),
+                     data.explanations_version(rb.meta.path))
+        res = data.semantic_result(match, cache_key, ra.meta.path, rb.meta.path)
+    except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
+        st.error(f"Family {key}: {exc}")
+        continue
+    if res is None:
+        continue
+    setting = metas[0].architecture + ("" if metas[0].sparsity == "-" else f" {metas[0].sparsity}")
+    label = f"{setting}: {a_name} ↔ {b_name}"
+    results[label] = res
+    where[label] = (key, a_name, b_name)
+
+if not results:
+    st.warning("Nothing to show for the chosen families.")
+    st.stop()
+
+stats_rows = []
+for label, r in results.items():
+    stats_rows.append({
+        "comparison": label, "pairs with both explained": r.n_pairs, "matched pairs": r.n_matched,
+        "Pearson r": r.pearson.value, "Pearson 95% CI": f"[{r.pearson.ci_low:.3f}, {r.pearson.ci_high:.3f}]",
+        "Spearman ρ": r.spearman.value, "Spearman 95% CI": f"[{r.spearman.ci_low:.3f}, {r.spearman.ci_high:.3f}]",
+        "mean similarity (matched)": float(r.pairs["similarity"].mean()),
+        "random pairs mean": r.baseline.mean, "random 95% CI": f"[{r.baseline.ci_low:.3f}, {r.baseline.ci_high:.3f}]",
+        "explainer": r.explainer_a if r.explainer_a == r.explainer_b else f"{r.explainer_a} / {r.explainer_b}",
+        "embedder": r.embedder})
+stats_df = pd.DataFrame(stats_rows)
+st.subheader("Correlation of match score with explanation similarity")
+st.dataframe(stats_df, hide_index=True, column_config={
+    c: st.column_config.NumberColumn(format="%.3f") for c in ("Pearson r", "Spearman ρ", "mean similarity (matched)",
+                                                              "random pairs mean")})
+share.table_section("Correlations", stats_df, "Bootstrap 95% confidence intervals; random pairs = unmatched features.")
+for r in results.values():
+    for note in r.notes:
+        st.caption(f"Note: {note}")
+
+baselines = {label: r.baseline.mean for label, r in results.items()}
+cap = (f"Each point is a matched feature pair ({sign_label(view.sign)} decoder match, dead rows {view.dead}d) with "
+       f"explanations on both sides; y = cosine of the explanations' embeddings ({next(iter(results.values())).embedder}). "
+       "Dashed: mean similarity of random unmatched pairs. Click a point to open the pair.")
+event = share.chart(semantic_scatter({k: r.pairs for k, r in results.items()}, baselines, cap),
+                    pd.concat([r.pairs.assign(comparison=k) for k, r in results.items()], ignore_index=True),
+                    cap, key="semantic_scatter", on_select="rerun")
+
+points = (event.selection.points if event is not None and hasattr(event, "selection") else []) or []
+if points:
+    point = points[0]
+    labels = list(results)
+    curve = int(point.get("curve_number", 0))
+    if 0 <= curve < len(labels):
+        label = labels[curve]
+        custom = point.get("customdata")
+        feature_a = int(custom[0]) if custom else int(results[label].pairs.iloc[int(point["point_index"])]["feature_a"])
+        family, a_name, b_name = where[label]
+        target = view.replace(family=family, runs=(), run_a=a_name, run_b=b_name, feature=feature_a, view="pair")
+        publish(target)
+        st.switch_page(str(data.base_dir() / "pages" / "pairs.py"), query_params=to_params(target))
+
+tables = {label: bins_frame(r.bins.edges, r.bins.counts, r.bins.means) for label, r in results.items()}
+st.subheader("Binned by match score (the paper's layout)")
+for label, t in tables.items():
+    st.markdown(f"**{label}**")
+    st.dataframe(t, hide_index=True, column_config={"mean_similarity": st.column_config.NumberColumn(format="%.3f")})
+    share.table_section(f"Binned table: {label}", t)
+cap = ("Matched pairs in 5 log-spaced bins of decoder match score; bar = mean explanation similarity, n = pairs "
+       "in the bin; dashed = random unmatched pairs. Pairs with score ≤ 0 are left out of the bins.")
+share.chart(binned_figure(tables, baselines, cap),
+            pd.concat([t.assign(comparison=k) for k, t in tables.items()], ignore_index=True), cap, key="binned")
+
+share.report_button("Consistency vs semantics", f"Workspace {workspace_label(root)}; {', '.join(results)}")

@@ -1,0 +1,416 @@
+"""Exact matching for large dictionaries without the dense matrix: a sparse candidate graph solved
+exactly, then a dual certificate checked against every pair of the full problem, repaired until it holds.
+
+Maximisation form, n <= m rows (the smaller side is put on the rows). The sparse solver returns
+potentials U (rows, free) and V >= 0 (columns, 0 on unmatched ones) with U_i + V_j = s_ij on
+matched pairs and s_ij - U_i - V_j <= 0 on candidate edges. If every excluded pair also satisfies
+s_ij - U_i - V_j <= tol, then (U + tol, V) is dual feasible for the full problem, so the matching
+is within n * tol of the optimum (tol = 1e-9 by default): that is the certificate.
+
+The check over all n * m pairs is cheap because the candidate pass keeps each row's K-th best
+similarity t_i: an excluded pair has s_ij <= t_i and V_j >= 0, so every row with t_i <= U_i is
+certified wholesale. The few remaining rows (features without a counterpart, losers of a split)
+are recomputed once, kept in memory, and re-checked in later rounds without another matmul.
+Float32 similarities are trusted only up to a rounding bound; anything within it is re-evaluated
+in float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from saecore import sparse_assignment as sa
+from saecore.errors import InputError
+from saecore.matching import DEAD_POLICIES, Assignment, exact_scores, solve_dense
+from saecore.similarity import (DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows,
+                                resolve_device, similarity_blocks)
+
+DEFAULT_K = 16
+# Rows without a standout best column keep WIDE_FACTOR * k candidates instead of k.
+WIDE_FACTOR = 4
+DEFAULT_TOL = 1e-9
+# Largest n * m the dense fallback may use (its float64 matrix is then at most 2 GiB).
+DENSE_FALLBACK_CELLS = 16384 * 16384
+# Fraction of rows the first round's thresholds cannot certify beyond which a small enough problem
+# goes to the dense solver (independent dictionaries: top-K lists carry no signal there).
+FALLBACK_UNCERTIFIED_FRAC = 0.5
+EDGE_CHUNK = 1 << 14
+# Memory for similarity rows the first certificate pass could not clear, re-checked in later rounds.
+DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
+
+Progress = Callable[[int, int, str], None]
+
+_MANTISSA_EPS = {"highest": 2.0 ** -24, "high": 2.0 ** -11, "medium": 2.0 ** -8}
+
+
+def rounding_margin(d_in: int, max_potential: float = 1.0, device: torch.device | None = None) -> float:
+    """A bound on |float32 reduced cost - exact reduced cost| for unit vectors of length d_in.
+
+    Dot product error is at most gamma_d = d*u/(1 - d*u) for unit vectors; subtracting float32
+    potentials adds a few ulps of their size. Doubled for safety; widened when matmuls may use TF32/bf16.
+    """
+    u = _MANTISSA_EPS.get(torch.get_float32_matmul_precision(), 2.0 ** -8)
+    if device is not None and device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        u = max(u, _MANTISSA_EPS["high"])
+    du = min(0.5, (d_in + 2) * u)
+    return 2.0 * (du / (1.0 - du) + 6 * 2.0 ** -24 * (1.0 + max_potential))
+
+
+def pair_scores(a_n: torch.Tensor, b_n: torch.Tensor, rows: np.ndarray, cols: np.ndarray, sign: str,
+                chunk: int = EDGE_CHUNK) -> np.ndarray:
+    """Float64 cosines of the given (row, col) pairs: compiled loop on CPU, chunked gathers on a GPU."""
+    out = np.empty(len(rows), dtype=np.float64)
+    if a_n.device.type == "cpu":
+        sa.pair_dots(a_n.contiguous().numpy(), b_n.contiguous().numpy(), rows.astype(np.int64),
+                     cols.astype(np.int64), sign == "abs", out)
+        return out
+    dev = a_n.device
+    for s in range(0, len(rows), chunk):
+        r = torch.as_tensor(rows[s:s + chunk], device=dev)
+        c = torch.as_tensor(cols[s:s + chunk], device=dev)
+        val = (a_n[r].double() * b_n[c].double()).sum(1)
+        out[s:s + chunk] = apply_sign(val, sign).cpu().numpy()
+    return out
+
+
+def _candidate_pass(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, k: int, k_wide: int, block_bytes: int):
+    """One blockwise pass: each row's top-k columns, top-k_wide for rows without a standout best
+    (best < 2 × k-th: no counterpart, or one among several), and each column's best row among those lists."""
+    n, m = a_n.shape[0], b_n.shape[0]
+    dev = a_n.device
+    row_val = torch.full((n, k_wide), -torch.inf, dtype=torch.float32, device=dev)
+    row_idx = torch.zeros((n, k_wide), dtype=torch.long, device=dev)
+    wide = torch.zeros(n, dtype=torch.bool, device=dev)
+    for start, s in similarity_blocks(a_n, b_n, sign, budget_bytes=block_bytes):
+        stop = start + len(s)
+        v, i = s.topk(k, dim=1)
+        row_val[start:stop, :k], row_idx[start:stop, :k] = v, i
+        weak = torch.nonzero(v[:, 0] < 2 * v[:, -1]).flatten() if k_wide > k else v[:0, 0].long()
+        if 2 * len(weak) > len(s):
+            vw, iw = s.topk(k_wide, dim=1)
+            row_val[start + weak], row_idx[start + weak] = vw[weak], iw[weak]
+        elif len(weak):
+            row_val[start + weak], row_idx[start + weak] = s[weak].topk(k_wide, dim=1)
+        wide[start + weak] = True
+    listed = torch.isfinite(row_val)
+    # A column's best row almost always lists it; where none does, the column gets no extra edge
+    # (the certificate, not this heuristic, guarantees exactness).
+    best = torch.full((m,), -torch.inf, device=dev).scatter_reduce(0, row_idx[listed], row_val[listed], "amax")
+    hit = listed & (row_val == best[row_idx])
+    col_arg = torch.full((m,), -1, dtype=torch.long, device=dev)
+    col_arg[row_idx[hit]] = torch.arange(n, device=dev)[:, None].expand_as(row_idx)[hit]
+    return row_val, row_idx, wide, col_arg
+
+
+class _Graph:
+    """Candidate edges kept sorted by (row, col) with their float64 scores."""
+
+    def __init__(self, n: int, m: int):
+        self.n, self.m = n, m
+        self.rows = np.zeros(0, np.int64)
+        self.cols = np.zeros(0, np.int64)
+        self.scores = np.zeros(0, np.float64)
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.rows * self.m + self.cols
+
+    def missing(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Mask of the given pairs that are not edges yet."""
+        keys, own = rows * self.m + cols, self.keys
+        pos = np.searchsorted(own, keys)
+        found = pos < len(own)
+        found[found] = own[pos[found]] == keys[found]
+        return ~found
+
+    def add(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray) -> None:
+        keys = np.concatenate([self.keys, rows * self.m + cols])
+        scores = np.concatenate([self.scores, scores])
+        keys, first = np.unique(keys, return_index=True)
+        self.rows, self.cols, self.scores = keys // self.m, keys % self.m, scores[first]
+
+
+class _SparseSolver:
+    """Shortest-augmenting-path state kept between rounds so added edges only re-route a few rows."""
+
+    def __init__(self, n: int, m: int):
+        self.n, self.m = n, m
+        self.u = np.zeros(n)
+        self.v = np.zeros(m)
+        self.row2col = np.full(n, -1, np.int64)
+        self.col2row = np.full(m, -1, np.int64)
+        self.started = False
+        self.freed = 0
+
+    def solve(self, g: _Graph) -> None:
+        indptr = sa.csr(g.rows, self.n)
+        cost = -g.scores
+        if not self.started:
+            sa.greedy_init(indptr, g.cols, cost, self.u, self.v, self.row2col, self.col2row)
+            self.started = True
+        else:
+            cptr, crows = sa.csc(g.cols, g.rows, self.m)
+            self.freed = sa.restore_feasibility(indptr, g.cols, cost, self.u, self.v, self.row2col, self.col2row,
+                                                cptr, crows, self.n < self.m, 1e-12)
+        bad = sa.augment_free_rows(indptr, g.cols, cost, self.u, self.v, self.row2col, self.col2row)
+        if bad >= 0:
+            raise RuntimeError(f"candidate graph has no full matching (row {bad}); the fallback edges should prevent this")
+        U, V = sa.min_column_potentials(indptr, g.cols, g.scores, self.row2col, self.col2row, -self.u, -self.v)
+        self.u, self.v = -U, -V
+
+    @property
+    def potentials(self) -> tuple[np.ndarray, np.ndarray]:
+        """(U, V) in maximisation form."""
+        return -self.u, -self.v
+
+
+def _collect(rc: torch.Tensor, row_ids: torch.Tensor, margin: float, per_row: int):
+    """(rows, cols, overflow) of the entries of a reduced-cost block above -margin, at most per_row a row
+    on average (beyond that, each row's per_row largest and overflow=True)."""
+    mask = rc > -margin
+    count = int(mask.sum())
+    if count == 0:
+        return None
+    overflow = count > per_row * rc.shape[0]
+    if not overflow:
+        ri, ci = torch.nonzero(mask, as_tuple=True)
+    else:
+        kk = min(per_row, rc.shape[1])
+        vals, idx = rc.topk(kk, dim=1)
+        keep = vals > -margin
+        ri = torch.arange(rc.shape[0], device=rc.device)[:, None].expand(-1, kk)[keep]
+        ci = idx[keep]
+    return row_ids[ri].cpu().numpy(), ci.cpu().numpy(), overflow
+
+
+class _Scanner:
+    """Finds excluded pairs that may violate the certificate. Rows the thresholds cannot clear are
+    few and recur from round to round, so their full similarity rows are kept (up to a byte budget)
+    and later rounds re-check them without another matmul."""
+
+    def __init__(self, a_n: torch.Tensor, b_n: torch.Tensor, sign: str, block_bytes: int, cache_bytes: int):
+        self.a_n, self.b_n, self.sign = a_n, b_n, sign
+        self.block_bytes = block_bytes
+        self.n, self.m = a_n.shape[0], b_n.shape[0]
+        self.capacity = min(self.n, cache_bytes // (4 * self.m))
+        self.slot = np.full(self.n, -1, np.int64)
+        self.store: torch.Tensor | None = None
+        self.count = 0
+
+    def _cache(self, rows: np.ndarray) -> None:
+        """Compute and keep the similarity rows of `rows` not cached yet, while the budget lasts."""
+        todo = rows[self.slot[rows] < 0][: self.capacity - self.count]
+        if len(todo) == 0:
+            return
+        dev = self.a_n.device
+        if self.store is None:
+            self.store = torch.empty((self.capacity, self.m), dtype=torch.float32, device=dev)
+        step = block_rows(self.m, torch.float32, self.block_bytes)
+        for s in range(0, len(todo), step):
+            r = torch.as_tensor(todo[s:s + step], device=dev)
+            self.store[self.count:self.count + len(r)] = apply_sign(self.a_n[r] @ self.b_n.T, self.sign)
+            self.slot[todo[s:s + step]] = np.arange(self.count, self.count + len(r))
+            self.count += len(r)
+
+    def rows(self, rows: np.ndarray):
+        """Yield (rows, similarity block) for the given rows, from the cache where possible."""
+        self._cache(rows)
+        dev = self.a_n.device
+        step = block_rows(self.m, torch.float32, self.block_bytes)
+        cached = rows[self.slot[rows] >= 0]
+        for s in range(0, len(cached), step):
+            r = cached[s:s + step]
+            yield r, self.store[torch.as_tensor(self.slot[r], device=dev)]
+        rest = rows[self.slot[rows] < 0]
+        for s in range(0, len(rest), step):
+            r = rest[s:s + step]
+            yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign)
+
+    def scan(self, U: np.ndarray, V: np.ndarray, t_row: np.ndarray, margin: float, per_row: int):
+        """(rows, cols, overflow, rows_checked) of pairs with float32 s - U - V > -margin, over the
+        rows whose threshold t_i (bound on every excluded s_ij) does not already clear them."""
+        dev = self.a_n.device
+        empty = np.zeros(0, np.int64)
+        unc_rows = np.nonzero(t_row + margin > U)[0]
+        if len(unc_rows) == 0:
+            return empty, empty, False, 0
+        found = []
+        v32 = torch.as_tensor(V, dtype=torch.float32, device=dev)
+        for r, rc in self.rows(unc_rows):
+            rc = rc - torch.as_tensor(U[r], dtype=torch.float32, device=dev)[:, None]
+            rc -= v32[None, :]
+            found.append(_collect(rc, torch.as_tensor(r, device=dev), margin, per_row))
+        found = [f for f in found if f is not None]
+        if not found:
+            return empty, empty, False, len(unc_rows)
+        return (np.concatenate([f[0] for f in found]).astype(np.int64),
+                np.concatenate([f[1] for f in found]).astype(np.int64), any(f[2] for f in found), len(unc_rows))
+
+
+def _verify_graph(g: _Graph, solver: _SparseSolver, tol: float) -> bool:
+    """Exact float64 check of the sparse optimality conditions the certificate rests on."""
+    U, V = solver.potentials
+    if np.any(solver.row2col < 0) or np.any(V < -tol):
+        return False
+    if np.any(g.scores - U[g.rows] - V[g.cols] > tol):
+        return False
+    rows = np.arange(solver.n)
+    matched = solver.row2col
+    idx = np.searchsorted(g.keys, rows * g.m + matched)
+    if np.any(np.abs(g.scores[idx] - U - V[matched]) > tol):
+        return False
+    free = solver.col2row < 0
+    return not np.any(V[free] > tol)
+
+
+def _dense_fallback(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, info: dict, edges: int) -> Assignment:
+    """The reference solver, for problems small enough where the candidate graph did not pay off."""
+    sol = solve_dense(a_n, b_n, sign)
+    info["seconds"]["dense_fallback"] = sum(sol.info["seconds"].values())
+    info.update(certified=True, fallback="dense", edges=edges)
+    return Assignment(sol.rows, sol.cols, sol.scores, info)
+
+
+def _swap(sol: Assignment) -> Assignment:
+    order = np.argsort(sol.cols, kind="stable")
+    return Assignment(sol.cols[order], sol.rows[order], sol.scores[order], sol.info)
+
+
+def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed", k: int = DEFAULT_K,
+                         tol: float = DEFAULT_TOL, max_rounds: int = 50,
+                         dense_fallback_cells: int = DENSE_FALLBACK_CELLS,
+                         block_bytes: int = DEFAULT_BLOCK_BYTES, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                         progress: Progress | None = None) -> Assignment:
+    """Exact maximum-similarity one-to-one matching of unit rows a_n to unit rows b_n (same device).
+
+    Same optimum as the dense solver (within n * tol), memory O((n + m) * (d_in + k)) plus one
+    similarity block. info: method, certified, k, rounds, edges, violations per round, seconds per stage,
+    fallback ('dense' when independent dictionaries made the candidate graph useless and n*m is small).
+    """
+    check_sign(sign)
+    if a_n.shape[0] > b_n.shape[0]:
+        return _swap(certified_assignment(b_n, a_n, sign, k, tol, max_rounds, dense_fallback_cells, block_bytes,
+                                          cache_bytes, progress))
+    n, m = a_n.shape[0], b_n.shape[0]
+    seconds = {"candidates": 0.0, "edge_scores": 0.0, "solve": 0.0, "certify": 0.0}
+    info = {"method": "certified", "certified": False, "k": 0, "rounds": 0, "edges": 0, "violations": [],
+            "fallback": None, "seconds": seconds}
+    if n == 0:
+        info["certified"] = True
+        return Assignment(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), info)
+    k = max(1, min(k, m))
+    info["k"] = k
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] += now - clock
+        clock = now
+
+    k_wide = min(m, WIDE_FACTOR * k)
+    row_val, row_idx, wide, col_arg = _candidate_pass(a_n, b_n, sign, k, k_wide, block_bytes)
+    scanner = _Scanner(a_n, b_n, sign, block_bytes, cache_bytes)
+    # A row that is not its best column's best row will likely lose that column and end up among
+    # the rows the certificate must re-check anyway: compute (and keep) its full row now and widen its list.
+    if k_wide > k:
+        losers = (~wide & (col_arg[row_idx[:, 0]] != torch.arange(n, device=a_n.device))).cpu().numpy()
+        for r, sim in scanner.rows(np.nonzero(losers)[0]):
+            rt = torch.as_tensor(r, device=a_n.device)
+            row_val[rt], row_idx[rt] = sim.topk(k_wide, dim=1)
+            wide[rt] = True
+    wide = wide.cpu().numpy()
+    width = np.where(wide, k_wide, k)
+    vals = row_val.double().cpu().numpy()
+    t_row = vals[np.arange(n), width - 1]
+    t_row[width == m] = -np.inf
+    keep = np.arange(k_wide)[None, :] < width[:, None]
+    col_arg = col_arg.cpu().numpy()
+    has_best = col_arg >= 0
+    rows = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), k_wide)[keep.flatten()], col_arg[has_best],
+                           np.arange(n, dtype=np.int64)])
+    cols = np.concatenate([row_idx.cpu().numpy()[keep], np.nonzero(has_best)[0], np.arange(n, dtype=np.int64)])
+    info["wide_rows"] = int(wide.sum())
+    del row_val, row_idx, vals
+    keys = np.unique(rows * m + cols)
+    rows, cols = keys // m, keys % m
+    lap("candidates")
+    g = _Graph(n, m)
+    g.add(rows, cols, pair_scores(a_n, b_n, rows, cols, sign))
+    lap("edge_scores")
+
+    solver = _SparseSolver(n, m)
+    per_row = 4 * k
+    d_in = a_n.shape[1]
+    for rnd in range(1, max_rounds + 1):
+        info["rounds"] = rnd
+        solver.solve(g)
+        lap("solve")
+        U, V = solver.potentials
+        if (rnd == 1 and n * m <= dense_fallback_cells
+                and np.mean(t_row + rounding_margin(d_in, device=a_n.device) > U) > FALLBACK_UNCERTIFIED_FRAC):
+            return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+        margin = rounding_margin(d_in, float(np.abs(U).max() + np.abs(V).max()), a_n.device)
+        cr, cc, overflow, n_rows = scanner.scan(U, V, t_row, margin, per_row)
+        new = g.missing(cr, cc)
+        cr, cc = cr[new], cc[new]
+        lap("certify")
+        cs = pair_scores(a_n, b_n, cr, cc, sign)
+        lap("edge_scores")
+        violating = int(np.sum(cs - U[cr] - V[cc] > tol))
+        info["violations"].append(violating)
+        info.setdefault("rows_rechecked", []).append(n_rows)
+        if progress is not None:
+            progress(rnd, max_rounds, f"round {rnd}: {violating} excluded pairs violate the certificate")
+        if violating == 0 and not overflow:
+            info["certified"] = _verify_graph(g, solver, tol)
+            break
+        if overflow and len(cr) == 0:
+            per_row *= 4
+        g.add(cr, cc, cs)
+    info["edges"] = len(g.rows)
+    if not info["certified"] and n * m <= dense_fallback_cells:
+        return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+    rows = np.arange(n, dtype=np.int64)
+    cols = solver.row2col.copy()
+    idx = np.searchsorted(g.keys, rows * m + cols)
+    return Assignment(rows, cols, g.scores[idx].copy(), info)
+
+
+def certified_pairs(decoders: Sequence[torch.Tensor], sign: str = "signed", dead: str = "include",
+                    device: str | torch.device = "auto", k: int = DEFAULT_K,
+                    progress: Progress | None = None) -> dict[tuple[int, int], Assignment]:
+    """Exact matchings for all R(R-1)/2 pairs of decoders, each normalised once and kept on the device.
+
+    Keys are (i, j) with i < j; rows/cols are feature indices of decoder i and j (dead rows left out
+    when dead='exclude', otherwise they take part with score 0); scores are float64 cosines of the
+    raw rows, as `match_decoders` reports them.
+    """
+    check_sign(sign)
+    if dead not in DEAD_POLICIES:
+        raise ValueError(f"dead must be one of {DEAD_POLICIES}, got {dead!r}")
+    dev = resolve_device(device)
+    if decoders and any(d.shape[1] != decoders[0].shape[1] for d in decoders):
+        dims = [int(d.shape[1]) for d in decoders]
+        raise InputError(f"decoders have different d_in: {dims}")
+    live = []
+    for dec in decoders:
+        x, dead_rows = normalize_rows(torch.as_tensor(dec).to(dev, torch.float32))
+        keep = torch.arange(len(x), device=dev) if dead == "include" else torch.nonzero(~dead_rows).flatten()
+        live.append((x[keep].contiguous(), keep.cpu().numpy()))
+    pairs = list(itertools.combinations(range(len(decoders)), 2))
+    out = {}
+    for done, (i, j) in enumerate(pairs):
+        (xa, ka), (xb, kb) = live[i], live[j]
+        sol = certified_assignment(xa, xb, sign)
+        rows, cols = ka[sol.rows], kb[sol.cols]
+        out[(i, j)] = Assignment(rows, cols, exact_scores(decoders[i], decoders[j], rows, cols, sign), sol.info)
+        if progress is not None:
+            progress(done + 1, len(pairs), f"matched decoders {i} and {j}")
+    return out
+

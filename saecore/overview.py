@@ -1,0 +1,106 @@
+"""Tables describing a workspace: its runs, families with ≥ 2 seeds, checkpoint series and PW-MCC per family."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from saecore.metrics import PWMCC
+from saecore.runs import RunMeta
+from saecore.workspace import Workspace
+
+# Keys under which training code may record L0 and FVU in a run's metadata (first present wins).
+L0_KEYS = ("l0", "L0", "mean_l0", "final_l0")
+FVU_KEYS = ("fvu", "FVU", "final_fvu")
+
+
+def _first(extra: Mapping, keys: Iterable[str]) -> float | None:
+    for k in keys:
+        v = extra.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def runs_table(ws: Workspace, explained: Mapping[str, int] | None = None,
+               warnings: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+    """One row per run: format, architecture, sparsity, seed, shape, L0/FVU when recorded, explanations, warnings."""
+    explained = explained or {}
+    warnings = warnings or {}
+    rows = []
+    for r in sorted(ws.runs, key=lambda m: (ws.family_of(m), m.seed is None, m.seed or 0, m.name)):
+        rows.append({
+            "run": r.name, "family": ws.family_of(r), "format": r.format, "architecture": r.architecture,
+            "sparsity": r.sparsity, "seed": r.seed, "step": r.step, "shape": f"{r.d_in} × {r.d_sae}",
+            "L0": _first(r.extra, L0_KEYS), "FVU": _first(r.extra, FVU_KEYS),
+            "explanations": int(explained.get(r.name, 0)),
+            "warnings": "; ".join(warnings.get(r.name, [])),
+        })
+    return pd.DataFrame(rows, columns=["run", "architecture", "sparsity", "seed", "step", "shape", "L0", "FVU",
+                                       "explanations", "warnings", "format", "family"])
+
+
+def comparable_families(ws: Workspace, final_only: bool = True) -> dict[str, list[RunMeta]]:
+    """Families with at least two runs: final runs only (no checkpoint step), or also checkpoints, listed after."""
+    fams = {k: v for k, v in ws.families.items() if len(v) >= 2}
+    final = {k: v for k, v in fams.items() if all(r.step is None for r in v)}
+    if final_only:
+        return final
+    steps = sorted((k for k in fams if k not in final), key=lambda k: (fams[k][0].family_key(
+        tuple(f for f in ws.family_fields if f != "step")), fams[k][0].step or 0))
+    return {**final, **{k: fams[k] for k in steps}}
+
+
+def family_summary(results: Iterable[tuple[str, list[RunMeta], PWMCC]]) -> pd.DataFrame:
+    """PW-MCC of every pair in every family, with the family's architecture and sparsity setting."""
+    rows = []
+    for key, metas, pw in results:
+        first = metas[0]
+        for p in pw.pairs:
+            rows.append({"family": key, "architecture": first.architecture, "sparsity": first.sparsity,
+                         "sparsity_value": first.sparsity_value, "d_in": first.d_in, "d_sae": first.d_sae,
+                         "run_a": pw.runs[p.a], "run_b": pw.runs[p.b], "pw_mcc": p.pw_mcc, "sign": pw.sign})
+    return pd.DataFrame(rows, columns=["family", "architecture", "sparsity", "sparsity_value", "d_in", "d_sae",
+                                       "run_a", "run_b", "pw_mcc", "sign"])
+
+
+def checkpoint_series(ws: Workspace, family: str) -> dict[int, list[RunMeta]]:
+    """Checkpoints of a family: step -> runs (one per seed) whose metadata equals the family's apart from step.
+
+    The family's final runs are added at their recorded `tokens_seen` (checkpoint steps count tokens too).
+    """
+    fields = tuple(f for f in ws.family_fields if f != "step")
+    members = ws.families.get(family, [])
+    if not members:
+        return {}
+    target = members[0].family_key(fields)
+    out: dict[int, list[RunMeta]] = {}
+    for r in ws.runs:
+        if r.step is not None and r.family_key(fields) == target:
+            out.setdefault(int(r.step), []).append(r)
+    # The final runs join the series at the token count their training recorded, when every one of them has it.
+    seen = [r.extra.get("tokens_seen") for r in members]
+    if members[0].step is None and all(isinstance(t, int) for t in seen) and len(set(seen)) == 1 \
+            and seen[0] not in out:
+        out[int(seen[0])] = list(members)
+    for runs in out.values():
+        runs.sort(key=lambda m: (m.seed is None, m.seed or 0, m.name))
+    return dict(sorted(out.items()))
+
+
+def steps_table(results: Iterable[tuple[int, PWMCC]]) -> pd.DataFrame:
+    """PW-MCC of every pair at every checkpoint step: columns step, run_a, run_b, pw_mcc."""
+    rows = [{"step": step, "run_a": pw.runs[p.a], "run_b": pw.runs[p.b], "pw_mcc": p.pw_mcc}
+            for step, pw in results for p in pw.pairs]
+    return pd.DataFrame(rows, columns=["step", "run_a", "run_b", "pw_mcc"])
+
+
+def explained_pair(names: list[str], explained: Mapping[str, int], preferred: tuple[str | None, str | None] = (None, None)
+                   ) -> tuple[str, str] | None:
+    """Two runs that both have explanations: the preferred pair when it qualifies, else the first two (or None)."""
+    ok = [n for n in names if explained.get(n, 0) > 0]
+    a, b = preferred
+    if a in ok and b in ok and a != b:
+        return a, b
+    return (ok[0], ok[1]) if len(ok) >= 2 else None

@@ -1,0 +1,74 @@
+"""Workspace overview tables: runs, comparable families, per-pair summary and checkpoint series."""
+
+from __future__ import annotations
+
+import json
+
+from saecore.consistency import compare_runs
+from saecore.loaders import load_run
+from saecore.overview import (checkpoint_series, comparable_families, explained_pair, family_summary, runs_table,
+                              steps_table)
+from saecore.workspace import scan
+from workspaces import make_workspace, related_decoders, write_saelens
+
+
+def test_runs_table_lists_every_run_with_shape_and_recorded_l0(tmp_path):
+    root = make_workspace(tmp_path / "ws", d_in=8, d_sae=16, seeds=2)
+    (root / "topk_k8" / "seed0" / "saecore_meta.json").write_text(json.dumps({"l0": 7.5, "fvu": 0.12}))
+    ws = scan(root)
+    df = runs_table(ws, {"topk_k8/seed0": 3}, {"relu_l1/seed1": ["dead"]})
+    assert len(df) == 4 and set(df["shape"]) == {"8 × 16"}
+    row = df[df["run"] == "topk_k8/seed0"].iloc[0]
+    assert (row["L0"], row["FVU"], row["explanations"]) == (7.5, 0.12, 3)
+    assert df[df["run"] == "relu_l1/seed1"].iloc[0]["warnings"] == "dead"
+
+
+def test_family_summary_has_one_row_per_pair(tmp_path):
+    root = make_workspace(tmp_path / "ws", d_in=8, d_sae=16, seeds=3)
+    ws = scan(root)
+    results = []
+    for key, metas in comparable_families(ws).items():
+        comp = compare_runs([load_run(m.path, name=m.name) for m in metas])
+        results.append((key, metas, comp.pw))
+    df = family_summary(results)
+    assert len(df) == 6 and set(df["architecture"]) == {"topk", "standard"}
+    assert df.groupby("family")["pw_mcc"].mean().to_dict() == {k: pw.mean for k, _, pw in results}
+
+
+def test_checkpoints_join_their_final_family(tmp_path):
+    decs = related_decoders(2, 16, 8)
+    for s, d in enumerate(decs):
+        write_saelens(tmp_path / f"seed{s}", d, seed=s)
+        write_saelens(tmp_path / f"seed{s}" / "checkpoints" / "1000", d, seed=s)
+    ws = scan(tmp_path)
+    final = next(k for k, v in ws.families.items() if v[0].step is None)
+    assert list(comparable_families(ws)) == [final]
+    assert list(comparable_families(ws, final_only=False))[0] == final and len(comparable_families(ws, False)) == 2
+    series = checkpoint_series(ws, final)
+    assert list(series) == [1000] and len(series[1000]) == 2
+
+
+def test_steps_table_rows(tmp_path):
+    runs = [load_run(write_saelens(tmp_path / f"s{i}", d)).renamed(f"s{i}") for i, d in enumerate(related_decoders(3, 8, 4))]
+    pw = compare_runs(runs).pw
+    df = steps_table([(10, pw), (20, pw)])
+    assert len(df) == 6 and df["step"].tolist() == [10] * 3 + [20] * 3
+
+
+def test_explained_pair_prefers_the_chosen_runs():
+    counts = {"a": 3, "b": 0, "c": 5, "d": 1}
+    assert explained_pair(["a", "b", "c", "d"], counts) == ("a", "c")
+    assert explained_pair(["a", "b", "c", "d"], counts, ("d", "c")) == ("d", "c")
+    assert explained_pair(["a", "b"], counts) is None
+
+
+def test_final_runs_join_the_series_at_their_token_count(tmp_path):
+    decs = related_decoders(2, 16, 8)
+    for s, d in enumerate(decs):
+        write_saelens(tmp_path / f"seed{s}", d, seed=s)
+        (tmp_path / f"seed{s}" / "saecore_meta.json").write_text(json.dumps({"tokens_seen": 5000}))
+        write_saelens(tmp_path / f"seed{s}" / "checkpoints" / "1000", d, seed=s)
+    ws = scan(tmp_path)
+    final = next(k for k, v in ws.families.items() if v[0].step is None)
+    series = checkpoint_series(ws, final)
+    assert list(series) == [1000, 5000] and all(m.step is None for m in series[5000])
