@@ -26,6 +26,7 @@ class RunMeta:
     k: int | None = None
     l1_coefficient: float | None = None
     target_l0: float | None = None
+    l0_coefficient: float | None = None  # JumpReLU's L0 penalty weight, when that sets the sparsity
     seed: int | None = None
     step: int | None = None
     model: str | None = None
@@ -34,11 +35,13 @@ class RunMeta:
 
     @property
     def sparsity(self) -> str:
-        """One short label for the sparsity setting ('k=32', 'l1=0.004', 'l0=40', or '-')."""
+        """One short label for the sparsity setting ('k=32', 'l1=0.004', 'l0=40', 'l0coef=0.1' or '-')."""
         if self.k is not None:
             return f"k={self.k}"
         if self.target_l0 is not None:
             return f"l0={self.target_l0:g}"
+        if self.l0_coefficient is not None:
+            return f"l0coef={self.l0_coefficient:g}"
         if self.l1_coefficient is not None:
             return f"l1={self.l1_coefficient:g}"
         return "-"
@@ -46,7 +49,7 @@ class RunMeta:
     @property
     def sparsity_value(self) -> float | None:
         """The numeric sparsity setting, for plotting families against it."""
-        for v in (self.k, self.target_l0, self.l1_coefficient):
+        for v in (self.k, self.target_l0, self.l0_coefficient, self.l1_coefficient):
             if v is not None:
                 return float(v)
         return None

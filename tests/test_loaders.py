@@ -186,3 +186,13 @@ def test_zero_rows_are_counted(tmp_path, decoder):
     write_saelens(tmp_path / "run", dead)
     run = load_run(tmp_path / "run")
     assert run.n_dead == 2 and "2 zero-norm" in run.warnings()[0]
+
+
+def test_jumprelu_l0_coefficient_is_the_sparsity_setting(tmp_path, decoder):
+    write_saelens(tmp_path / "a", decoder, architecture="jumprelu", k=None)
+    write_saelens(tmp_path / "b", decoder, architecture="jumprelu", k=None)
+    for folder, coef in (("a", 0.1), ("b", 0.3)):
+        (tmp_path / folder / "runner_cfg.json").write_text(json.dumps({"seed": 0, "l0_coefficient": coef}))
+    a, b = load_run(tmp_path / "a").meta, load_run(tmp_path / "b").meta
+    assert (a.sparsity, b.sparsity) == ("l0coef=0.1", "l0coef=0.3")
+    assert a.family_key() != b.family_key()

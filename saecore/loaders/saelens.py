@@ -65,6 +65,7 @@ def meta(path: Path) -> RunMeta:
         k=int(k) if k is not None else None,
         l1_coefficient=runner.get("l1_coefficient", extra.get("l1_coefficient")),
         target_l0=extra.get("target_l0"),
+        l0_coefficient=runner.get("l0_coefficient", extra.get("l0_coefficient")),
         seed=int(seed) if seed is not None else None,
         step=int(step) if step is not None else None,
         model=nested.get("model_name") or cfg.get("model_name"),
