@@ -74,7 +74,7 @@ def test_topk_trainers_respect_k(trained, arch):
         if arch == "topk":
             assert r.l0 <= 3 + 1e-9
         else:  # BatchTopK keeps k per token on average (inference threshold)
-            assert 1.5 < r.l0 < 6
+            assert r.l0 > 1.5 and r.l0 < 6
 
 
 def test_l1_penalty_makes_codes_sparser(tmp_path):
