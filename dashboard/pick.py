@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from dashboard import data, share
+from dashboard.router import ensure_router
+from dashboard.state import current_view, open_workspace, presentation_toggle, publish
 from saecore.overview import comparable_families
-from saecore.runs import RunMeta
+from saecore.runs import Run, RunMeta
 from saecore.viewstate import DEADS, SIGNS, ViewState
 from saecore.workspace import Workspace
 
@@ -38,3 +43,31 @@ def sign_and_dead(view: ViewState) -> ViewState:
     dead = c2.radio("Dead (zero-norm) rows", DEADS, index=_index(list(DEADS), view.dead), horizontal=True,
                     format_func=lambda d: "include (score 0)" if d == "include" else "exclude")
     return view.replace(sign=sign, dead=dead)
+
+
+def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, list[Run]]:
+    """The start every comparison page shares: URL view, workspace, run choice and the loaded runs.
+
+    Stops the page (after saying why) when the workspace cannot be opened or fewer than two runs load.
+    """
+    ensure_router()
+    view = presentation_toggle(current_view())
+    share.begin_report()
+    st.title(title)
+    ws, root = open_workspace(view)
+    if ws is None:
+        publish(view)
+        st.stop()
+    with st.container(key="controls"):
+        view, metas = runs_selector(ws, view)
+        view = sign_and_dead(view)
+    publish(view)
+    if len(metas) < 2:
+        st.info(too_few)
+        st.stop()
+    runs, problems = data.runs(metas, str(root))
+    for p in problems:
+        st.error(f"Cannot load run {p}")
+    if len(runs) < 2:
+        st.stop()
+    return view, ws, root, runs

@@ -6,9 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, share
-from dashboard.router import ensure_router
-from dashboard.pick import runs_selector, sign_and_dead
-from dashboard.state import current_view, open_workspace, presentation_toggle, publish, workspace_label
+from dashboard.pick import chosen_runs
+from dashboard.state import workspace_label
 from saecore.errors import InputError, SaecoreError
 from saecore.metrics import SHARED_THRESHOLD, frequency_bins, shared_fraction, shared_fraction_curve
 from saecore.overview import checkpoint_series, steps_table
@@ -18,29 +17,9 @@ from saecore.plots.consistency import (contribution_figure, frequency_bins_figur
 
 MAX_PAIR_TRACES = 6
 
-ensure_router()
-view = presentation_toggle(current_view())
-share.begin_report()
-st.title("📈 Consistency across seeds")
-ws, root = open_workspace(view)
-if ws is None:
-    publish(view)
-    st.stop()
+view, ws, root, runs = chosen_runs("📈 Consistency across seeds", "Choose at least two runs to compare.")
 root_s = str(root)
 
-with st.container(key="controls"):
-    view, metas = runs_selector(ws, view)
-    view = sign_and_dead(view)
-publish(view)
-if len(metas) < 2:
-    st.info("Choose at least two runs to compare.")
-    st.stop()
-
-runs, problems = data.runs(metas, root_s)
-for p in problems:
-    st.error(f"Cannot load run {p}")
-if len(runs) < 2:
-    st.stop()
 try:
     comp = data.comparison(runs, view.sign, view.dead)
 except InputError as exc:

@@ -8,10 +8,9 @@ import numpy as np
 import streamlit as st
 
 from dashboard import data, share
-from dashboard.router import ensure_router
 from dashboard.panels import feature_panel
-from dashboard.pick import runs_selector, sign_and_dead
-from dashboard.state import current_view, open_workspace, presentation_toggle, publish, workspace_label
+from dashboard.pick import chosen_runs
+from dashboard.state import publish, workspace_label
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
 from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, filter_pairs, frequencies_of,
@@ -22,29 +21,8 @@ SORTS = {"score (high → low)": ("score", False), "score (low → high)": ("sco
          "feature of run A": ("feature_a", True), "frequency in run A (high → low)": ("freq_a", False)}
 _LAST_SELECTION = "_pairs_last_selection"
 
-ensure_router()
-view = presentation_toggle(current_view())
-share.begin_report()
-st.title("🔍 Feature pairs")
-ws, root = open_workspace(view)
-if ws is None:
-    publish(view)
-    st.stop()
+view, _, root, runs = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
 root_s = str(root)
-
-with st.container(key="controls"):
-    view, metas = runs_selector(ws, view)
-    view = sign_and_dead(view)
-if len(metas) < 2:
-    publish(view)
-    st.info("Choose at least two runs.")
-    st.stop()
-runs, problems = data.runs(metas, root_s)
-for p in problems:
-    st.error(f"Cannot load run {p}")
-if len(runs) < 2:
-    publish(view)
-    st.stop()
 names = [r.name for r in runs]
 with st.container(key="controls_runs"):
     c1, c2, c3 = st.columns([2, 2, 2])

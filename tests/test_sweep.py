@@ -55,9 +55,13 @@ def _values(result) -> dict[tuple[str, int, int], float]:
 def die_once(marker: Path):
     """A task hook whose first call (in any worker) kills the worker process without cleanup."""
     def hook(names):
-        if not marker.exists():
-            marker.write_text(f"{os.getpid()} {names}")
-            os._exit(1)
+        try:  # exclusive create: of two workers starting together, exactly one dies
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, f"{os.getpid()} {names}".encode())
+        os.close(fd)
+        os._exit(1)
     return hook
 
 

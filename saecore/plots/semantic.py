@@ -46,11 +46,7 @@ def semantic_scatter(pairs: Mapping[str, pd.DataFrame], baselines: Mapping[str, 
             marker={"size": 6, "opacity": 0.6, "color": ARCH_COLORS[(i - 1) % len(ARCH_COLORS)]}, customdata=custom,
             hovertemplate=("A %{customdata[0]}: %{customdata[2]}<br>B %{customdata[1]}: %{customdata[3]}<br>"
                            "match %{x:.3f} · explanation similarity %{y:.3f}<extra></extra>")), row=1, col=i)
-        base = (baselines or {}).get(label)
-        if base is not None and base == base:
-            fig.add_hline(base, line_dash="dash", line_color=CHANCE_COLOR, row=1, col=i,
-                          annotation_text=f"random pairs {base:.2f}", annotation_position="bottom right",
-                          annotation_font_color=CHANCE_COLOR)
+        _baseline_line(fig, (baselines or {}).get(label), i, "bottom right")
         fig.update_xaxes(title_text="decoder match score", row=1, col=i)
     fig = finish(fig, "Decoder match score vs explanation similarity", "decoder match score",
                  "explanation similarity (embedding cosine)", caption, height=480)
@@ -72,11 +68,7 @@ def binned_figure(tables: Mapping[str, pd.DataFrame], baselines: Mapping[str, fl
         fig.add_trace(go.Bar(x=df["bin"], y=df["mean_similarity"], name=f"{label}: matched pairs", marker_color=color,
                              text=[f"n={int(n)}" for n in df["pairs"]], textposition="outside",
                              hovertemplate="score %{x}<br>mean similarity %{y:.3f}<extra></extra>"), row=1, col=i)
-        base = (baselines or {}).get(label)
-        if base is not None and base == base:
-            fig.add_hline(base, line_dash="dash", line_color=CHANCE_COLOR, row=1, col=i,
-                          annotation_text=f"random pairs {base:.2f}", annotation_position="top left",
-                          annotation_font_color=CHANCE_COLOR)
+        _baseline_line(fig, (baselines or {}).get(label), i, "top left")
         fig.update_xaxes(title_text="decoder match score bin", tickangle=-30, row=1, col=i)
     fig = finish(fig, "Explanation similarity by match-score bin (5 log-spaced bins)", "decoder match score bin",
                  "mean explanation similarity", caption, height=480)
@@ -84,6 +76,14 @@ def binned_figure(tables: Mapping[str, pd.DataFrame], baselines: Mapping[str, fl
         fig.update_yaxes(title_text="", row=1, col=col)
     _legend_below(fig)
     return fig
+
+
+def _baseline_line(fig: go.Figure, base: float | None, col: int, position: str) -> None:
+    """The random-pair baseline as a dashed line in panel `col` (nothing when unknown or NaN)."""
+    if base is not None and base == base:
+        fig.add_hline(base, line_dash="dash", line_color=CHANCE_COLOR, row=1, col=col,
+                      annotation_text=f"random pairs {base:.2f}", annotation_position=position,
+                      annotation_font_color=CHANCE_COLOR)
 
 
 def _legend_below(fig: go.Figure) -> None:
