@@ -26,7 +26,8 @@ import torch
 
 from saecore import sparse_assignment as sa
 from saecore.errors import InputError
-from saecore.matching import DEAD_POLICIES, Assignment, exact_scores, solve_dense
+from saecore.matching import DEAD_POLICIES, Assignment, Top2, exact_scores, solve_dense
+from saecore.selection import BlockSelector
 from saecore.similarity import (DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows,
                                 resolve_device, similarity_blocks)
 
@@ -78,33 +79,12 @@ def pair_scores(a_n: torch.Tensor, b_n: torch.Tensor, rows: np.ndarray, cols: np
     return out
 
 
-def _candidate_pass(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, k: int, k_wide: int, block_bytes: int):
-    """One blockwise pass: each row's top-k columns, top-k_wide for rows without a standout best
-    (best < 2 × k-th: no counterpart, or one among several), and each column's best row among those lists."""
-    n, m = a_n.shape[0], b_n.shape[0]
-    dev = a_n.device
-    row_val = torch.full((n, k_wide), -torch.inf, dtype=torch.float32, device=dev)
-    row_idx = torch.zeros((n, k_wide), dtype=torch.long, device=dev)
-    wide = torch.zeros(n, dtype=torch.bool, device=dev)
+def _candidate_pass(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, k_wide: int, block_bytes: int) -> BlockSelector:
+    """One blockwise pass: each row's top-k_wide columns and each column's best two rows."""
+    sel = BlockSelector(a_n.shape[0], b_n.shape[0], k_wide, a_n.device)
     for start, s in similarity_blocks(a_n, b_n, sign, budget_bytes=block_bytes):
-        stop = start + len(s)
-        v, i = s.topk(k, dim=1)
-        row_val[start:stop, :k], row_idx[start:stop, :k] = v, i
-        weak = torch.nonzero(v[:, 0] < 2 * v[:, -1]).flatten() if k_wide > k else v[:0, 0].long()
-        if 2 * len(weak) > len(s):
-            vw, iw = s.topk(k_wide, dim=1)
-            row_val[start + weak], row_idx[start + weak] = vw[weak], iw[weak]
-        elif len(weak):
-            row_val[start + weak], row_idx[start + weak] = s[weak].topk(k_wide, dim=1)
-        wide[start + weak] = True
-    listed = torch.isfinite(row_val)
-    # A column's best row almost always lists it; where none does, the column gets no extra edge
-    # (the certificate, not this heuristic, guarantees exactness).
-    best = torch.full((m,), -torch.inf, device=dev).scatter_reduce(0, row_idx[listed], row_val[listed], "amax")
-    hit = listed & (row_val == best[row_idx])
-    col_arg = torch.full((m,), -1, dtype=torch.long, device=dev)
-    col_arg[row_idx[hit]] = torch.arange(n, device=dev)[:, None].expand_as(row_idx)[hit]
-    return row_val, row_idx, wide, col_arg
+        sel.add(start, s)
+    return sel
 
 
 class _Graph:
@@ -268,17 +248,18 @@ def _verify_graph(g: _Graph, solver: _SparseSolver, tol: float) -> bool:
     return not np.any(V[free] > tol)
 
 
-def _dense_fallback(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, info: dict, edges: int) -> Assignment:
+def _dense_fallback(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, info: dict, edges: int, top2: Top2) -> Assignment:
     """The reference solver, for problems small enough where the candidate graph did not pay off."""
     sol = solve_dense(a_n, b_n, sign)
     info["seconds"]["dense_fallback"] = sum(sol.info["seconds"].values())
     info.update(certified=True, fallback="dense", edges=edges)
-    return Assignment(sol.rows, sol.cols, sol.scores, info)
+    return Assignment(sol.rows, sol.cols, sol.scores, info, top2)
 
 
 def _swap(sol: Assignment) -> Assignment:
     order = np.argsort(sol.cols, kind="stable")
-    return Assignment(sol.cols[order], sol.rows[order], sol.scores[order], sol.info)
+    top2 = None if sol.top2 is None else sol.top2[2:] + sol.top2[:2]
+    return Assignment(sol.cols[order], sol.rows[order], sol.scores[order], sol.info, top2)
 
 
 def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed", k: int = DEFAULT_K,
@@ -314,16 +295,16 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         clock = now
 
     k_wide = min(m, WIDE_FACTOR * k)
-    row_val, row_idx, wide, col_arg = _candidate_pass(a_n, b_n, sign, k, k_wide, block_bytes)
+    sel = _candidate_pass(a_n, b_n, sign, k_wide, block_bytes)
+    top2 = sel.top2()
+    row_val, row_idx = sel.row_val, sel.row_idx
+    col_arg = sel.col_idx[0]
+    # Rows without a standout best column (best < 2 × k-th: no counterpart, or one among several) keep
+    # k_wide candidates; so does a row that is not its best column's best row, as it will likely lose
+    # that column.
+    wide = row_val[:, 0] < 2 * row_val[:, k - 1]
+    wide |= col_arg[row_idx[:, 0]] != torch.arange(n, device=a_n.device)
     scanner = _Scanner(a_n, b_n, sign, block_bytes, cache_bytes)
-    # A row that is not its best column's best row will likely lose that column and end up among
-    # the rows the certificate must re-check anyway: compute (and keep) its full row now and widen its list.
-    if k_wide > k:
-        losers = (~wide & (col_arg[row_idx[:, 0]] != torch.arange(n, device=a_n.device))).cpu().numpy()
-        for r, sim in scanner.rows(np.nonzero(losers)[0]):
-            rt = torch.as_tensor(r, device=a_n.device)
-            row_val[rt], row_idx[rt] = sim.topk(k_wide, dim=1)
-            wide[rt] = True
     wide = wide.cpu().numpy()
     width = np.where(wide, k_wide, k)
     vals = row_val.double().cpu().numpy()
@@ -354,7 +335,7 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         U, V = solver.potentials
         if (rnd == 1 and n * m <= dense_fallback_cells
                 and np.mean(t_row + rounding_margin(d_in, device=a_n.device) > U) > FALLBACK_UNCERTIFIED_FRAC):
-            return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+            return _dense_fallback(a_n, b_n, sign, info, len(g.rows), top2)
         margin = rounding_margin(d_in, float(np.abs(U).max() + np.abs(V).max()), a_n.device)
         cr, cc, overflow, n_rows = scanner.scan(U, V, t_row, margin, per_row)
         new = g.missing(cr, cc)
@@ -375,11 +356,11 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         g.add(cr, cc, cs)
     info["edges"] = len(g.rows)
     if not info["certified"] and n * m <= dense_fallback_cells:
-        return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+        return _dense_fallback(a_n, b_n, sign, info, len(g.rows), top2)
     rows = np.arange(n, dtype=np.int64)
     cols = solver.row2col.copy()
     idx = np.searchsorted(g.keys, rows * m + cols)
-    return Assignment(rows, cols, g.scores[idx].copy(), info)
+    return Assignment(rows, cols, g.scores[idx].copy(), info, top2)
 
 
 def certified_pairs(decoders: Sequence[torch.Tensor], sign: str = "signed", dead: str = "include",

@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Read-only queries: `python -m saecore` exits right after them without tearing down the interpreter.
+QUICK_EXIT_COMMANDS = ("info", "pwmcc", "matches")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "func", None) is cmd_pwmcc and len(args.runs) < 2:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from saecore.errors import InputError
 from saecore.runs import Run
@@ -18,14 +17,20 @@ from saecore.similarity import check_sign, dense_similarity, normalize_rows, res
 DEAD_POLICIES = ("include", "exclude")
 
 
+# Each side's best two partners: (row_vals (n, ≤2), row_idx, col_vals (m, ≤2), col_idx), best first.
+Top2 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 @dataclass
 class Assignment:
-    """A solver's answer on live rows: matched index pairs and their cosines (float64)."""
+    """A solver's answer on live rows: matched index pairs and their cosines (float64), and each
+    side's best two partners when the solver saw them anyway (saves the runner-up pass)."""
 
     rows: np.ndarray
     cols: np.ndarray
     scores: np.ndarray
     info: dict = field(default_factory=dict)
+    top2: Top2 | None = None
 
 
 Solver = Callable[[torch.Tensor, torch.Tensor, str], Assignment]
@@ -33,6 +38,8 @@ Solver = Callable[[torch.Tensor, torch.Tensor, str], Assignment]
 
 def solve_dense(a_n: torch.Tensor, b_n: torch.Tensor, sign: str) -> Assignment:
     """Reference: the whole float64 cosine matrix and scipy's exact linear_sum_assignment."""
+    from scipy.optimize import linear_sum_assignment  # imported here: the certified path never needs it
+
     t0 = time.perf_counter()
     s = dense_similarity(a_n, b_n, sign, torch.float64).cpu().numpy()
     t1 = time.perf_counter()
@@ -169,7 +176,8 @@ def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed
 
     partner_a, score_a = per_feature(len(a_n), rows, cols)
     partner_b, score_b = per_feature(len(b_n), cols, rows)
-    ru_a, rus_a, ru_b, rus_b = _runner_ups(live_a, live_b, ka, kb, partner_a, partner_b, sign, len(a_n), len(b_n))
+    top2 = sol.top2 if sol.top2 is not None else tuple(t.cpu().numpy() for t in top2_both_ways(live_a, live_b, sign))
+    ru_a, rus_a, ru_b, rus_b = _runner_ups(top2, ka, kb, partner_a, partner_b, len(a_n), len(b_n))
     info = dict(sol.info)
     info["device"] = str(dev)
     info.setdefault("seconds", {})["runner_up"] = time.perf_counter() - t1
@@ -178,10 +186,10 @@ def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed
                  partner_b, score_b, ru_b, rus_b, int(dead_a.sum()), int(dead_b.sum()), info)
 
 
-def _runner_ups(live_a, live_b, ka, kb, partner_a, partner_b, sign, n_a, n_b):
+def _runner_ups(top2: Top2, ka, kb, partner_a, partner_b, n_a, n_b):
     """Each feature's best candidate on the other side other than its matched partner."""
     out = []
-    rv, ri, cv, ci = (t.cpu().numpy() for t in top2_both_ways(live_a, live_b, sign))
+    rv, ri, cv, ci = top2
     for vals, idx, mine, theirs, partner, n in ((rv, ri, ka, kb, partner_a, n_a), (cv, ci, kb, ka, partner_b, n_b)):
         ru, rus = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
         if vals.shape[1]:

@@ -110,7 +110,7 @@ class Run:
             for t in (self.decoder, self.encoder):
                 if t is not None:
                     h.update(str(tuple(t.shape)).encode())
-                    h.update(t.contiguous().numpy().tobytes())
+                    h.update(t.contiguous().numpy().reshape(-1).view(np.uint8))
             cached = h.hexdigest()
             object.__setattr__(self, "_fingerprint", cached)
         return cached

@@ -135,3 +135,33 @@ def test_rectangular_warm_started_repairs_stay_exact(shape):
         assert as_map(ours.rows, ours.cols) == as_map(ref.rows, ref.cols)
         rounds.append(ours.info["rounds"])
     assert max(rounds) > 1
+
+
+@pytest.mark.parametrize("shape", [(300, 300), (250, 320), (320, 250)])
+@pytest.mark.parametrize("dead", ["include", "exclude"])
+def test_runner_ups_from_the_candidate_pass_equal_the_separate_pass(shape, dead):
+    a, b = realistic_pair(shape[0], 24, seed=3, n_b=shape[1])
+    a, b = with_zero_rows(a, 5, seed=1), with_zero_rows(b, 3, seed=2)
+    ref = match_decoders(a, b, "signed", dead, device="cpu", method="dense")
+    ours = match_decoders(a, b, "signed", dead, device="cpu", method="certified")
+    assert abs(ours.mcc - ref.mcc) < 1e-9
+    for side in ("a", "b"):
+        ru_ref, ru = getattr(ref, f"runner_up_{side}"), getattr(ours, f"runner_up_{side}")
+        partner_ref, partner = getattr(ref, f"partner_{side}"), getattr(ours, f"partner_{side}")
+        same_partner = partner_ref == partner
+        assert same_partner.mean() > 0.95
+        assert np.array_equal(ru[same_partner], ru_ref[same_partner])
+        np.testing.assert_allclose(getattr(ours, f"runner_up_score_{side}")[same_partner],
+                                   getattr(ref, f"runner_up_score_{side}")[same_partner], atol=1e-6)
+
+
+def test_certified_assignment_reports_each_sides_best_two():
+    a, b = realistic_pair(200, 16, seed=4, n_b=260)
+    a_n, b_n = unit(a), unit(b)
+    s = (a_n @ b_n.T).numpy()
+    for x, y, sim in ((a_n, b_n, s), (b_n, a_n, s.T)):  # the second call puts the larger side on the rows
+        rv, ri, cv, ci = certified_assignment(x, y, dense_fallback_cells=0).top2
+        np.testing.assert_array_equal(ri, np.argsort(-sim, axis=1, kind="stable")[:, :2])
+        np.testing.assert_array_equal(ci, np.argsort(-sim.T, axis=1, kind="stable")[:, :2])
+        np.testing.assert_allclose(rv, -np.sort(-sim, axis=1)[:, :2], atol=1e-6)
+        np.testing.assert_allclose(cv, -np.sort(-sim.T, axis=1)[:, :2], atol=1e-6)

@@ -1,0 +1,125 @@
+"""Top-k per row and top-2 per column of similarity blocks, in one read of each block.
+
+On the CPU a compiled scan (a bounded min-heap per row, a running best-two per column) replaces
+torch.topk, which sorts more than it needs to and, along columns, walks memory with a large
+stride; on a GPU torch.topk is already fast and is used as is. Ties keep the lower index first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+# Columns per parallel task in the column scan: large enough to amortise, small enough to balance.
+COL_CHUNK = 2048
+
+
+@njit(cache=True, inline="always")
+def _sift_down(hv, hi, size, pos):
+    """Restore the min-heap (smallest value at 0; at equal values the larger index nearer the top)."""
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            return
+        child = left
+        right = left + 1
+        if right < size and (hv[right] < hv[left] or (hv[right] == hv[left] and hi[right] > hi[left])):
+            child = right
+        if hv[pos] < hv[child] or (hv[pos] == hv[child] and hi[pos] > hi[child]):
+            return
+        hv[pos], hv[child] = hv[child], hv[pos]
+        hi[pos], hi[child] = hi[child], hi[pos]
+        pos = child
+
+
+@njit(cache=True, parallel=True)
+def _rows_topk(s, k, out_val, out_idx):
+    """out_val/out_idx[i] = the k largest entries of s[i], sorted descending (ties: lower index first)."""
+    r, m = s.shape
+    for i in prange(r):
+        row = s[i]
+        hv = np.empty(k, np.float32)
+        hi = np.empty(k, np.int64)
+        for t in range(k):
+            hv[t] = row[t]
+            hi[t] = t
+        for pos in range(k // 2 - 1, -1, -1):
+            _sift_down(hv, hi, k, pos)
+        floor = hv[0]
+        for j in range(k, m):
+            v = row[j]
+            if v > floor:
+                hv[0] = v
+                hi[0] = j
+                _sift_down(hv, hi, k, 0)
+                floor = hv[0]
+        # Pop ascending into the output from the back: descending order, lower index first on ties.
+        size = k
+        while size > 0:
+            size -= 1
+            out_val[i, size] = hv[0]
+            out_idx[i, size] = hi[0]
+            hv[0] = hv[size]
+            hi[0] = hi[size]
+            _sift_down(hv, hi, size, 0)
+
+
+@njit(cache=True, parallel=True)
+def _cols_top2(s, row_offset, best_v, best_i, next_v, next_i):
+    """Fold block s (rows row_offset…) into each column's running best and second-best row."""
+    r, m = s.shape
+    n_chunks = (m + COL_CHUNK - 1) // COL_CHUNK
+    for c in prange(n_chunks):
+        lo = c * COL_CHUNK
+        hi = min(m, lo + COL_CHUNK)
+        for i in range(r):
+            row = s[i]
+            gi = row_offset + i
+            for j in range(lo, hi):
+                v = row[j]
+                if v > next_v[j]:
+                    if v > best_v[j]:
+                        next_v[j] = best_v[j]
+                        next_i[j] = best_i[j]
+                        best_v[j] = v
+                        best_i[j] = gi
+                    else:
+                        next_v[j] = v
+                        next_i[j] = gi
+
+
+class BlockSelector:
+    """Accumulates, over row blocks of an n × m similarity matrix, each row's top-k (k <= m) and each
+    column's top-2 rows (fewer when n < 2); values float32 as the blocks give them."""
+
+    def __init__(self, n: int, m: int, k: int, device: torch.device):
+        self.n, self.m, self.k = n, m, min(k, m)
+        self.device = device
+        self.row_val = torch.empty((n, self.k), dtype=torch.float32, device=device)
+        self.row_idx = torch.empty((n, self.k), dtype=torch.long, device=device)
+        self.kc = min(2, n)
+        self.col_val = torch.full((2, m), -torch.inf, dtype=torch.float32, device=device)
+        self.col_idx = torch.full((2, m), -1, dtype=torch.long, device=device)
+
+    def add(self, start: int, s: torch.Tensor) -> None:
+        """Fold rows start … start + len(s) of the matrix into the running selections."""
+        stop = start + len(s)
+        if self.device.type == "cpu" and s.dtype == torch.float32:
+            s_np = s.contiguous().numpy()
+            _rows_topk(s_np, self.k, self.row_val[start:stop].numpy(), self.row_idx[start:stop].numpy())
+            cv, ci = self.col_val.numpy(), self.col_idx.numpy()
+            _cols_top2(s_np, start, cv[0], ci[0], cv[1], ci[1])
+            return
+        self.row_val[start:stop], self.row_idx[start:stop] = s.topk(self.k, dim=1)
+        bv, bi = s.topk(min(2, len(s)), dim=0)
+        merged_v = torch.cat([self.col_val, bv])
+        merged_i = torch.cat([self.col_idx, bi + start])
+        top_v, pos = merged_v.topk(2, dim=0)
+        self.col_val, self.col_idx = top_v, merged_i.gather(0, pos)
+
+    def top2(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row_vals (n, ≤2), row_idx, col_vals (m, ≤2), col_idx) as numpy, best first."""
+        kr = min(2, self.k)
+        return (self.row_val[:, :kr].cpu().numpy().copy(), self.row_idx[:, :kr].cpu().numpy().copy(),
+                self.col_val[:self.kc].T.cpu().numpy().copy(), self.col_idx[:self.kc].T.cpu().numpy().copy())
