@@ -3,7 +3,7 @@
     python benchmarks/synthetic_repro.py [--dir data/synthetic/matched] [--rerun] [--json]
 
 Reads result.json and curves.parquet written by `python -m saecore synthetic`; --rerun trains again
-(the full setting: ~hours on a busy 2-core machine, minutes on a GPU; resumes from the cache).
+(the full setting: ~13 min on an idle 2-core CPU; resumes from the cache).
 """
 
 from __future__ import annotations

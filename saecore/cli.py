@@ -33,13 +33,20 @@ def _tqdm_progress(desc: str):
 
 def load_runs(paths: list[str], d_in: int | None = None) -> list:
     """Load runs given on the command line; plain arrays borrow d_in from runs that state it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from saecore.loaders import arrays, detect, load_run
 
+    def read(i: int):
+        run = load_run(paths[i], d_in=d_in)
+        run.fingerprint  # noqa: B018 (hashed now, while the weights are in cache; the match cache needs it)
+        return run
+
     formats = [detect(p) for p in paths]
-    runs: dict[int, object] = {}
-    for i, (p, fmt) in enumerate(zip(paths, formats)):
-        if fmt != arrays.NAME:
-            runs[i] = load_run(p, d_in=d_in)
+    stated = [i for i, fmt in enumerate(formats) if fmt != arrays.NAME]
+    # Reading and hashing release the GIL: two runs read on two threads take the time of one.
+    with ThreadPoolExecutor(max(1, min(4, len(stated)))) as pool:
+        runs: dict[int, object] = dict(zip(stated, pool.map(read, stated)))
     known = d_in or next((r.d_in for r in runs.values()), None)
     for i, (p, fmt) in enumerate(zip(paths, formats)):
         if fmt == arrays.NAME:

@@ -60,8 +60,8 @@ SOLVERS: dict[str, Solver] = {"dense": solve_dense, "certified": solve_certified
 
 def choose_method(n: int, m: int) -> str:
     """The solver 'auto' uses for an n × m problem."""
-    # Measured crossover (benchmarks/matching.py, 2 cores): dense wins at 2,048², certified from ~3,000².
-    if "certified" in SOLVERS and n * m > 3072 * 3072:
+    # Measured crossover (benchmarks/matching.py, 2 cores): dense wins at 1,024², certified from 2,048².
+    if "certified" in SOLVERS and n * m > 1536 * 1536:
         return "certified"
     return "dense"
 

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--chunk-size", type=int, default=2048, help="rows per piece of the full-batch gradient")
     t.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is fastest on a shared 2-core machine for these small matrices)")
+                   help="torch CPU threads, for what torch computes (batchtopk/jumprelu gradients, evaluation); "
+                        "the compiled standard/TopK kernel uses every core (NUMBA_NUM_THREADS caps it)")
     t.add_argument("--time-limit", type=float, default=None,
                    help="stop each architecture after this many seconds of training and report the partial "
                         "run (a later call resumes it from the cache)")
