@@ -27,9 +27,8 @@ import torch
 from saecore import sparse_assignment as sa
 from saecore.errors import InputError
 from saecore.matching import DEAD_POLICIES, Assignment, Top2, exact_scores, solve_dense
-from saecore.selection import BlockSelector
-from saecore.similarity import (DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows,
-                                resolve_device, similarity_blocks)
+from saecore.selection import select
+from saecore.similarity import DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows, resolve_device
 
 DEFAULT_K = 16
 # Rows without a standout best column keep WIDE_FACTOR * k candidates instead of k.
@@ -77,14 +76,6 @@ def pair_scores(a_n: torch.Tensor, b_n: torch.Tensor, rows: np.ndarray, cols: np
         val = (a_n[r].double() * b_n[c].double()).sum(1)
         out[s:s + chunk] = apply_sign(val, sign).cpu().numpy()
     return out
-
-
-def _candidate_pass(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, k_wide: int, block_bytes: int) -> BlockSelector:
-    """One blockwise pass: each row's top-k_wide columns and each column's best two rows."""
-    sel = BlockSelector(a_n.shape[0], b_n.shape[0], k_wide, a_n.device)
-    for start, s in similarity_blocks(a_n, b_n, sign, budget_bytes=block_bytes):
-        sel.add(start, s)
-    return sel
 
 
 class _Graph:
@@ -295,7 +286,7 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         clock = now
 
     k_wide = min(m, WIDE_FACTOR * k)
-    sel = _candidate_pass(a_n, b_n, sign, k_wide, block_bytes)
+    sel = select(a_n, b_n, sign, k_wide, block_bytes)
     top2 = sel.top2()
     row_val, row_idx = sel.row_val, sel.row_idx
     col_arg = sel.col_idx[0]

@@ -12,7 +12,8 @@ import torch
 
 from saecore.errors import InputError
 from saecore.runs import Run
-from saecore.similarity import check_sign, dense_similarity, normalize_rows, resolve_device, top2_both_ways
+from saecore.selection import best_two_both_ways
+from saecore.similarity import check_sign, dense_similarity, normalize_rows, resolve_device
 
 DEAD_POLICIES = ("include", "exclude")
 
@@ -176,7 +177,7 @@ def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed
 
     partner_a, score_a = per_feature(len(a_n), rows, cols)
     partner_b, score_b = per_feature(len(b_n), cols, rows)
-    top2 = sol.top2 if sol.top2 is not None else tuple(t.cpu().numpy() for t in top2_both_ways(live_a, live_b, sign))
+    top2 = sol.top2 if sol.top2 is not None else best_two_both_ways(live_a, live_b, sign)
     ru_a, rus_a, ru_b, rus_b = _runner_ups(top2, ka, kb, partner_a, partner_b, len(a_n), len(b_n))
     info = dict(sol.info)
     info["device"] = str(dev)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from saecore.similarity import DEFAULT_BLOCK_BYTES, similarity_blocks
+
 # Columns per parallel task in the column scan: large enough to amortise, small enough to balance.
 COL_CHUNK = 2048
 
@@ -123,3 +125,18 @@ class BlockSelector:
         kr = min(2, self.k)
         return (self.row_val[:, :kr].cpu().numpy().copy(), self.row_idx[:, :kr].cpu().numpy().copy(),
                 self.col_val[:self.kc].T.cpu().numpy().copy(), self.col_idx[:self.kc].T.cpu().numpy().copy())
+
+
+def select(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, k: int,
+           budget_bytes: int = DEFAULT_BLOCK_BYTES) -> BlockSelector:
+    """One blockwise pass over a_n · b_nᵀ: each row's top-k columns and each column's best two rows."""
+    sel = BlockSelector(a_n.shape[0], b_n.shape[0], k, a_n.device)
+    for start, s in similarity_blocks(a_n, b_n, sign, budget_bytes=budget_bytes):
+        sel.add(start, s)
+    return sel
+
+
+def best_two_both_ways(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed"
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best two partners of every row of a in b and of every row of b in a (see `BlockSelector.top2`)."""
+    return select(a_n, b_n, sign, 2).top2()

@@ -56,26 +56,3 @@ def dense_similarity(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed",
                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The whole similarity matrix (reference path and small problems only)."""
     return apply_sign(a_n.to(dtype) @ b_n.to(dtype).T, sign)
-
-
-def top2_both_ways(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed"
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best two partners of every row of a in b and of every row of b in a, in one blockwise pass.
-
-    Returns (row_vals (n,k), row_idx, col_vals (m,k), col_idx) with k = min(2, other side's size).
-    """
-    n, m = a_n.shape[0], b_n.shape[0]
-    kr, kc = min(2, m), min(2, n)
-    row_vals = torch.empty((n, kr), dtype=torch.float32, device=a_n.device)
-    row_idx = torch.empty((n, kr), dtype=torch.long, device=a_n.device)
-    col_vals = torch.full((kc, m), -torch.inf, dtype=torch.float32, device=a_n.device)
-    col_idx = torch.zeros((kc, m), dtype=torch.long, device=a_n.device)
-    for start, s in similarity_blocks(a_n, b_n, sign):
-        v, i = s.topk(kr, dim=1)
-        row_vals[start:start + len(s)], row_idx[start:start + len(s)] = v, i
-        bv, bi = s.topk(min(kc, len(s)), dim=0)
-        merged_v = torch.cat([col_vals, bv])
-        merged_i = torch.cat([col_idx, bi + start])
-        top_v, pos = merged_v.topk(kc, dim=0)
-        col_vals, col_idx = top_v, merged_i.gather(0, pos)
-    return row_vals, row_idx, col_vals.T.contiguous(), col_idx.T.contiguous()
