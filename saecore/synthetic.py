@@ -250,6 +250,11 @@ def _chunks(model: BatchedSAE, x: torch.Tensor, train: TrainConfig):
     return (x[start:start + chunk] for start in range(0, n, chunk))
 
 
+def _batch_means(sums: torch.Tensor, n: int, d_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-model (MSE, L1, L0) from the batch sums (Σ e², Σ f, count of f > 0) over n rows of width d_in."""
+    return (sums[0] / (n * d_in)).float(), (sums[1] / n).float(), (sums[2] / n).float()
+
+
 def _closed_form_step(model: BatchedSAE, x: torch.Tensor, train: TrainConfig, stats: bool
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Write the exact full-batch gradient of the SPEC loss into .grad, without autograd (a few fused passes).
@@ -285,7 +290,7 @@ def _closed_form_step(model: BatchedSAE, x: torch.Tensor, train: TrainConfig, st
     model.W_enc.grad, model.b_enc.grad, model.W_dec.grad, model.b_dec.grad = g_we, g_be, g_wd, g_bd
     if not stats:
         return None
-    return (sums[0] / (n * d_in)).float(), (sums[1] / n).float(), (sums[2] / n).float()
+    return _batch_means(sums, n, d_in)
 
 
 def _autograd_step(model: BatchedSAE, x: torch.Tensor, train: TrainConfig, backward: bool = True
@@ -307,7 +312,7 @@ def _autograd_step(model: BatchedSAE, x: torch.Tensor, train: TrainConfig, backw
         sums[0] += sq_c.detach().double()
         sums[1] += l1_c.detach().double()
         sums[2] += (f.detach() > 0).sum(dim=(1, 2)).double()
-    return (sums[0] / (n * d_in)).float(), (sums[1] / n).float(), (sums[2] / n).float()
+    return _batch_means(sums, n, d_in)
 
 
 def _kernel_step(model: BatchedSAE, x_t: np.ndarray, train: TrainConfig, stats: bool
@@ -320,8 +325,7 @@ def _kernel_step(model: BatchedSAE, x_t: np.ndarray, train: TrainConfig, stats: 
     if not stats:
         return None
     d_in, n = x_t.shape
-    return (torch.from_numpy(g.sq_error / (n * d_in)).float(), torch.from_numpy(g.l1 / n).float(),
-            torch.from_numpy(g.active / n).float())
+    return _batch_means(torch.from_numpy(np.stack([g.sq_error, g.l1, g.active])), n, d_in)
 
 
 def _adam_step(opt: torch.optim.Adam) -> None:
