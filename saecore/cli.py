@@ -143,7 +143,8 @@ def _matching_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached matches")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; plugins=False leaves out the commands in saecore.commands (and their imports)."""
     parser = argparse.ArgumentParser(prog="python -m saecore", description="SAE feature consistency across seeds")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="list the runs found under PATH and their families")
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="write one row per matched pair to this file")
     _matching_options(p)
     p.set_defaults(func=cmd_matches)
+    if not plugins:
+        return parser
     import saecore.commands as commands
 
     for mod in pkgutil.iter_modules(commands.__path__):
@@ -174,7 +177,9 @@ QUICK_EXIT_COMMANDS = ("info", "pwmcc", "matches")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The built-in queries need none of the other commands' modules (pandas, the explainer, ...).
+    args = build_parser(plugins=not (argv and argv[0] in QUICK_EXIT_COMMANDS)).parse_args(argv)
     if getattr(args, "func", None) is cmd_pwmcc and len(args.runs) < 2:
         print("error: pwmcc needs at least two runs", file=sys.stderr)
         return 2

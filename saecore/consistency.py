@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from saecore.cache import atomic_write_parquet, content_key, default_cache_dir, read_parquet
+from saecore.cache import atomic_write_npz, content_key, default_cache_dir, read_npz
 from saecore.errors import InputError
-from saecore.matching import Match, check_compatible, match_from_frame, match_runs, match_to_frame
+from saecore.matching import Match, check_compatible, match_from_arrays, match_runs, match_to_arrays
 from saecore.metrics import PWMCC, feature_consistency, pw_mcc
 from saecore.runs import Run
 from saecore.similarity import check_sign
@@ -38,7 +38,7 @@ class Comparison:
 
 
 class MatchCache:
-    """Matches stored as Parquet under a folder, keyed by both runs' weight fingerprints and the options."""
+    """Matches stored as .npz files under a folder, keyed by both runs' weight fingerprints and the options."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir() / "matches"
@@ -48,7 +48,7 @@ class MatchCache:
         return content_key("match", a.fingerprint, b.fingerprint, sign, dead)
 
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.parquet"
+        return self.root / f"{key}.npz"
 
     def get(self, a: Run, b: Run, sign: str, dead: str) -> Match | None:
         m = self.load(self.key(a, b, sign, dead))
@@ -65,17 +65,15 @@ class MatchCache:
         if not p.is_file():
             return None
         try:
-            df, meta = read_parquet(p)
+            return match_from_arrays(*read_npz(p))
         except (OSError, ValueError, KeyError):
             return None  # unreadable entry: recompute and overwrite
-        return match_from_frame(df, meta)
 
     def store(self, key: str, match: Match) -> None:
         """Write a match under a key (uncertified answers are never stored)."""
         if not match.info.get("certified", True):
             return
-        df, meta = match_to_frame(match)
-        atomic_write_parquet(self.path(key), df, meta)
+        atomic_write_npz(self.path(key), *match_to_arrays(match))
 
 
 def cached_match(a: Run, b: Run, sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",

@@ -6,14 +6,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import torch
 
 from saecore.errors import InputError
 from saecore.runs import Run
 from saecore.selection import best_two_both_ways
 from saecore.similarity import check_sign, dense_similarity, normalize_rows, resolve_device
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEAD_POLICIES = ("include", "exclude")
 
@@ -106,6 +110,8 @@ class Match:
 
     def pairs(self) -> pd.DataFrame:
         """One row per matched pair, best first: feature_a, feature_b, score, runner-up columns."""
+        import pandas as pd
+
         df = pd.DataFrame({
             "feature_a": self.rows, "feature_b": self.cols, "score": self.scores,
             "runner_up_b": self.runner_up_a[self.rows], "runner_up_b_score": self.runner_up_score_a[self.rows],
@@ -219,23 +225,17 @@ def match_runs(a: Run, b: Run, sign: str = "signed", dead: str = "include", devi
 _SIDE_COLUMNS = ("partner", "score", "runner_up", "runner_up_score")
 
 
-def match_to_frame(match: Match) -> tuple[pd.DataFrame, dict]:
-    """A long table (one row per feature per side) plus JSON metadata: how a Match is stored on disk."""
-    frames = []
-    for side in ("a", "b"):
-        cols = {c: getattr(match, f"{c}_{side}") for c in _SIDE_COLUMNS}
-        n = len(cols["partner"])
-        frames.append(pd.DataFrame({"side": side, "feature": np.arange(n, dtype=np.int64), **cols}))
+def match_to_arrays(match: Match) -> tuple[dict[str, np.ndarray], dict]:
+    """Both sides' per-feature arrays plus JSON metadata: how a Match is stored on disk."""
+    arrays = {f"{c}_{s}": getattr(match, f"{c}_{s}") for s in ("a", "b") for c in _SIDE_COLUMNS}
     meta = {"run_a": match.run_a, "run_b": match.run_b, "sign": match.sign, "dead": match.dead,
             "dead_a": match.dead_a, "dead_b": match.dead_b, "info": match.info}
-    return pd.concat(frames, ignore_index=True), meta
+    return arrays, meta
 
 
-def match_from_frame(df: pd.DataFrame, meta: dict) -> Match:
-    """Inverse of `match_to_frame`."""
-    sides = {s: df[df["side"] == s].sort_values("feature") for s in ("a", "b")}
-    arr = {f"{c}_{s}": sides[s][c].to_numpy() for s in sides for c in _SIDE_COLUMNS}
+def match_from_arrays(arrays: dict[str, np.ndarray], meta: dict) -> Match:
+    """Inverse of `match_to_arrays`."""
+    arr = {f"{c}_{s}": arrays[f"{c}_{s}"] for s in ("a", "b") for c in _SIDE_COLUMNS}
     rows = np.nonzero(arr["partner_a"] >= 0)[0]
-    cols = arr["partner_a"][rows]
-    return Match(meta["run_a"], meta["run_b"], meta["sign"], meta["dead"], rows, cols, arr["score_a"][rows],
-                 dead_a=meta["dead_a"], dead_b=meta["dead_b"], info=meta.get("info", {}), **arr)
+    return Match(meta["run_a"], meta["run_b"], meta["sign"], meta["dead"], rows, arr["partner_a"][rows],
+                 arr["score_a"][rows], dead_a=meta["dead_a"], dead_b=meta["dead_b"], info=meta.get("info", {}), **arr)

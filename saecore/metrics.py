@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from saecore.matching import Match, match_decoders
 from saecore.similarity import normalize_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SHARED_THRESHOLD = 0.7
 FREQUENCY_BINS = 5
@@ -88,6 +91,8 @@ def match_for(matches: dict[tuple[int, int], Match], i: int, j: int) -> Match:
 
 def feature_consistency(run: int, n_runs: int, matches: dict[tuple[int, int], Match], d_sae: int) -> pd.DataFrame:
     """For each feature of one run: mean and min matched score against the other R−1 runs."""
+    import pandas as pd
+
     others = [j for j in range(n_runs) if j != run]
     scores = np.column_stack([match_for(matches, run, j).score_a for j in others]) if others else np.zeros((d_sae, 0))
     with np.errstate(all="ignore"):

@@ -45,7 +45,28 @@ def test_cache_files_are_complete_or_absent(tmp_path):
     runs = [load_run(write_saelens(tmp_path / "a", a)), load_run(write_saelens(tmp_path / "b", b))]
     compare_runs(runs, cache=MatchCache(tmp_path / "cache"))
     files = list((tmp_path / "cache").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".parquet" and not files[0].name.startswith(".")
+    assert len(files) == 1 and files[0].suffix == ".npz" and not files[0].name.startswith(".")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "no_meta"])
+def test_damaged_cache_entry_is_recomputed_and_replaced(tmp_path, damage):
+    import numpy as np
+
+    a, b = related_decoders(2, 30, 8, noise=0.4)
+    runs = [load_run(write_saelens(tmp_path / "a", a)), load_run(write_saelens(tmp_path / "b", b))]
+    cache = MatchCache(tmp_path / "cache")
+    first = compare_runs(runs, cache=cache)
+    (entry,) = (tmp_path / "cache").iterdir()
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:200])
+    elif damage == "garbage":
+        entry.write_bytes(b"not a zip file at all")
+    else:
+        with entry.open("wb") as f:
+            np.savez(f, partner_a=np.zeros(3))
+    again = compare_runs(runs, cache=cache)
+    assert again.cached == 0 and again.pw.to_json() == first.pw.to_json()
+    assert compare_runs(runs, cache=cache).cached == 1  # the damaged entry was overwritten
 
 
 def test_progress_reports_every_pair(tmp_path):

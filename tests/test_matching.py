@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from saecore import InputError, match_decoders
-from saecore.matching import match_from_frame, match_to_frame
+from saecore.matching import match_from_arrays, match_to_arrays
 from workspaces import related_decoders
 
 
@@ -128,7 +128,7 @@ def test_explicit_cuda_without_gpu_is_a_clear_error():
 def test_match_survives_its_storage_format():
     a, b = related_decoders(2, 30, 8, noise=0.3, seed=7)
     m = match_decoders(a, b)
-    back = match_from_frame(*match_to_frame(m))
+    back = match_from_arrays(*match_to_arrays(m))
     assert back.mcc == m.mcc
     for f in ("rows", "cols", "partner_a", "partner_b", "runner_up_a", "runner_up_score_b"):
         np.testing.assert_array_equal(getattr(back, f), getattr(m, f))

@@ -87,7 +87,7 @@ def test_worker_that_dies_is_retried_and_leaves_no_partial_entry(ray_cluster, sw
     assert result.tasks.failed == 0 and result.tasks.computed == N_TASKS and not result.errors
     local, remote = _values(local_result), _values(result)
     assert max(abs(local[k] - remote[k]) for k in local) < 1e-9
-    assert sorted(p.suffix for p in cache.root.iterdir()) == [".parquet"] * N_TASKS
+    assert sorted(p.suffix for p in cache.root.iterdir()) == [".npz"] * N_TASKS
 
 
 def test_worker_death_without_retries_is_reported_as_a_failed_task(ray_cluster, sweep_root, tmp_path):
@@ -95,7 +95,7 @@ def test_worker_death_without_retries_is_reported_as_a_failed_task(ray_cluster, 
     result = run_sweep(sweep_root, "ray", cache=cache, task_hook=die_once(tmp_path / "died"), max_retries=0)
     assert result.tasks.failed == 1 and result.tasks.computed == N_TASKS - 1
     assert len(result.errors) == 1 and "failed" in result.errors[0].reason
-    assert len(result.missing) == 1 and len(list(cache.root.glob("*.parquet"))) == N_TASKS - 1
+    assert len(result.missing) == 1 and len(list(cache.root.glob("*.npz"))) == N_TASKS - 1
 
 
 def test_second_ray_sweep_computes_nothing(ray_cluster, sweep_root, tmp_path):
