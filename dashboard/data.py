@@ -45,7 +45,7 @@ def workspace(root: str) -> Workspace:
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _run(path: str, signature: tuple, name: str) -> Run:
-    return load_run(path, name=name)
+    return load_run(path, name=name, with_encoder=False)  # no page reads encoders; they would double the memory held
 
 
 def run(meta: RunMeta, root: str) -> Run:

@@ -32,13 +32,13 @@ def _tqdm_progress(desc: str):
 
 
 def load_runs(paths: list[str], d_in: int | None = None) -> list:
-    """Load runs given on the command line; plain arrays borrow d_in from runs that state it."""
+    """Load runs given on the command line for matching (decoders only); plain arrays borrow d_in from runs that state it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from saecore.loaders import arrays, detect, load_run
 
     def read(i: int):
-        run = load_run(paths[i], d_in=d_in)
+        run = load_run(paths[i], d_in=d_in, with_encoder=False)
         run.fingerprint  # noqa: B018 (hashed now, while the weights are in cache; the match cache needs it)
         return run
 

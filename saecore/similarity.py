@@ -45,11 +45,19 @@ def block_rows(n_cols: int, dtype: torch.dtype, budget_bytes: int = DEFAULT_BLOC
 
 def similarity_blocks(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed", dtype: torch.dtype = torch.float32,
                       budget_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (first row, S[rows, :]) for S = a_n · b_nᵀ on a_n's device, one bounded block at a time."""
+    """Yield (first row, S[rows, :]) for S = a_n · b_nᵀ on a_n's device, one bounded block at a time.
+
+    Every block is written into the same buffer (fresh pages cost more than the scan that reads
+    them), so a block is only valid until the next one is requested.
+    """
     b = b_n.to(dtype)
-    step = block_rows(b.shape[0], dtype, budget_bytes)
-    for start in range(0, a_n.shape[0], step):
-        yield start, apply_sign(a_n[start:start + step].to(dtype) @ b.T, sign)
+    n = a_n.shape[0]
+    step = max(1, min(n, block_rows(b.shape[0], dtype, budget_bytes)))
+    buf = torch.empty((step, b.shape[0]), dtype=dtype, device=a_n.device)
+    for start in range(0, n, step):
+        block = buf[: min(step, n - start)]
+        torch.matmul(a_n[start:start + step].to(dtype), b.T, out=block)
+        yield start, (block.abs_() if sign == "abs" else block)
 
 
 def dense_similarity(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "signed",

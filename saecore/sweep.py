@@ -173,7 +173,7 @@ def _reason(exc: BaseException, run_path: str | Path | None = None) -> str:
 
 
 def _load(meta: RunMeta, d_in: int | None) -> Run:
-    return load_run(meta.path, d_in=d_in, name=meta.name)
+    return load_run(meta.path, d_in=d_in, name=meta.name, with_encoder=False)  # sweeps only match decoders
 
 
 def _check_options(sign: str, dead: str) -> None:

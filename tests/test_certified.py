@@ -165,3 +165,16 @@ def test_certified_assignment_reports_each_sides_best_two():
         np.testing.assert_array_equal(ci, np.argsort(-sim.T, axis=1, kind="stable")[:, :2])
         np.testing.assert_allclose(rv, -np.sort(-sim, axis=1)[:, :2], atol=1e-6)
         np.testing.assert_allclose(cv, -np.sort(-sim.T, axis=1)[:, :2], atol=1e-6)
+
+
+@pytest.mark.parametrize("sign", ["signed", "abs"])
+def test_edge_scores_equal_float64_dot_products(sign):
+    from saecore.certified import pair_scores
+
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(300, 771, generator=g), torch.randn(200, 771, generator=g)  # d_in not a multiple of the vector width
+    rows = torch.randint(0, 300, (5000,), generator=g).numpy()
+    cols = torch.randint(0, 200, (5000,), generator=g).numpy()
+    want = (a[rows].double() * b[cols].double()).sum(1).numpy()
+    want = np.abs(want) if sign == "abs" else want
+    np.testing.assert_allclose(pair_scores(a, b, rows, cols, sign), want, rtol=0, atol=1e-11)

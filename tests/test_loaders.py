@@ -196,3 +196,20 @@ def test_jumprelu_l0_coefficient_is_the_sparsity_setting(tmp_path, decoder):
     a, b = load_run(tmp_path / "a").meta, load_run(tmp_path / "b").meta
     assert (a.sparsity, b.sparsity) == ("l0coef=0.1", "l0coef=0.3")
     assert a.family_key() != b.family_key()
+
+
+
+@pytest.mark.parametrize("fmt", ["saelens", "sparsify", "dictionary_learning", "dictionary_learning_linear", "gemmascope"])
+def test_matching_loads_skip_the_encoder_and_keep_the_fingerprint(tmp_path, decoder, fmt):
+    if fmt == "saelens":
+        path = write_saelens(tmp_path / "run", decoder)
+    elif fmt == "sparsify":
+        path = write_sparsify(tmp_path / "run", "layers.3", {0: decoder})[0]
+    elif fmt == "gemmascope":
+        path = write_gemmascope(tmp_path / "run", decoder)
+    else:
+        path = write_dictionary_learning(tmp_path / "run", decoder,
+                                         dict_class="AutoEncoder" if fmt.endswith("linear") else "AutoEncoderTopK")
+    full, lean = load_run(path), load_run(path, with_encoder=False)
+    assert full.encoder is not None and full.encoder.shape == (D_SAE, D_IN) and lean.encoder is None
+    assert torch.equal(full.decoder, lean.decoder) and full.fingerprint == lean.fingerprint

@@ -59,3 +59,15 @@ def test_torch_path_used_on_gpus_gives_the_same_selection():
     for got, want in zip(torch_path.top2(), compiled.top2()):
         np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_array_equal(torch_path.row_idx.numpy(), compiled.row_idx.numpy())
+
+
+@pytest.mark.parametrize("sign", ["signed", "abs"])
+@pytest.mark.parametrize("budget_rows", [1, 7, 50, 64])
+def test_blocks_cover_the_matrix_once_in_order(sign, budget_rows):
+    from saecore.similarity import dense_similarity, similarity_blocks
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(50, 9, generator=g), torch.randn(33, 9, generator=g)
+    got = [(start, s.clone()) for start, s in similarity_blocks(a, b, sign, budget_bytes=budget_rows * 33 * 4)]
+    assert [start for start, _ in got] == list(range(0, 50, min(50, budget_rows)))
+    torch.testing.assert_close(torch.cat([s for _, s in got]), dense_similarity(a, b, sign, torch.float32))

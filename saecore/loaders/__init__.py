@@ -29,11 +29,14 @@ def detect(path: str | Path) -> str:
     raise LoadError(path, f"unknown format for file {path.name!r}")
 
 
-def load_run(path: str | Path, d_in: int | None = None, name: str | None = None) -> Run:
-    """Load one run from any supported format; `d_in` is needed only for plain arrays."""
+def load_run(path: str | Path, d_in: int | None = None, name: str | None = None, with_encoder: bool = True) -> Run:
+    """Load one run from any supported format; `d_in` is needed only for plain arrays.
+
+    with_encoder=False skips orienting and checking the encoder, which matching never reads.
+    """
     path = Path(path)
     fmt = detect(path)
-    run = arrays.load(path, d_in) if fmt == arrays.NAME else FORMATS[fmt].load(path)
+    run = arrays.load(path, d_in) if fmt == arrays.NAME else FORMATS[fmt].load(path, with_encoder)
     if d_in is not None and fmt != arrays.NAME and run.d_in != d_in:
         raise LoadError(path, f"d_in is {run.d_in}, but {d_in} was asked for")
     return run.renamed(name) if name else run

@@ -64,20 +64,20 @@ def meta(path: Path) -> RunMeta:
     )
 
 
-def load(path: Path) -> Run:
+def load(path: Path, with_encoder: bool = True) -> Run:
     m = meta(path)
     _, weights, _ = _run_dir(path)
     state = read_torch(weights)
     linear = CLASSES.get(m.extra["dict_class"], ("", True))[1]
     if "W_dec" in state:
         decoder = feature_major(state["W_dec"], m.d_in, weights, "W_dec", "features_first", m.d_sae)
-        enc = state.get("W_enc")
+        enc = state.get("W_enc") if with_encoder else None
         encoder = None if enc is None else feature_major(enc, m.d_in, weights, "W_enc", "inputs_first", m.d_sae)
     else:
         # nn.Linear stores weight as (out, in): decoder (d_in, d_sae), encoder (d_sae, d_in).
         dec = pick(state, weights, "decoder.weight")
         decoder = feature_major(dec, m.d_in, weights, "decoder.weight", "inputs_first" if linear else "features_first", m.d_sae)
-        enc = state.get("encoder.weight")
+        enc = state.get("encoder.weight") if with_encoder else None
         encoder = None if enc is None else feature_major(enc, m.d_in, weights, "encoder.weight", "features_first", m.d_sae)
     return Run(m, decoder, encoder)
 

@@ -77,10 +77,12 @@ def meta(path: Path) -> RunMeta:
     return _meta(path, d_in, d_sae)
 
 
-def load(path: Path) -> Run:
+def load(path: Path, with_encoder: bool = True) -> Run:
     tensors, d_in, d_sae = _shapes(path)
     m = _meta(path, d_in, d_sae)
     weights = _weights_file(path)
     decoder = feature_major(pick(tensors, weights, "W_dec"), d_in, weights, "W_dec", "features_first", d_sae)
-    encoder = feature_major(pick(tensors, weights, "W_enc"), d_in, weights, "W_enc", "inputs_first", d_sae)
+    encoder = None
+    if with_encoder:
+        encoder = feature_major(pick(tensors, weights, "W_enc"), d_in, weights, "W_enc", "inputs_first", d_sae)
     return Run(m, decoder, encoder)

@@ -75,14 +75,14 @@ def meta(path: Path) -> RunMeta:
     )
 
 
-def load(path: Path) -> Run:
+def load(path: Path, with_encoder: bool = True) -> Run:
     m = meta(path)
     weights = path / WEIGHTS
     tensors = read_safetensors(weights)
     decoder = feature_major(pick(tensors, weights, "W_dec"), m.d_in, weights, "W_dec", "features_first", m.d_sae)
     w_enc = pick(tensors, weights, "W_enc", required=False)
     encoder = None
-    if w_enc is not None and "d_out" not in json.loads((path / CONFIG).read_text()):
+    if with_encoder and w_enc is not None and "d_out" not in json.loads((path / CONFIG).read_text()):
         encoder = feature_major(w_enc, m.d_in, weights, "W_enc", "inputs_first", m.d_sae)
     return Run(m, decoder, encoder, read_frequencies(path / SPARSITY, m.d_sae))
 

@@ -55,11 +55,11 @@ def meta(path: Path) -> RunMeta:
     )
 
 
-def load(path: Path) -> Run:
+def load(path: Path, with_encoder: bool = True) -> Run:
     m = meta(path)
     weights = path / WEIGHTS
     tensors = read_safetensors(weights)
     decoder = feature_major(pick(tensors, weights, "W_dec"), m.d_in, weights, "W_dec", "features_first", m.d_sae)
-    enc = pick(tensors, weights, "encoder.weight", required=False)
+    enc = pick(tensors, weights, "encoder.weight", required=False) if with_encoder else None
     encoder = None if enc is None else feature_major(enc, m.d_in, weights, "encoder.weight", "features_first", m.d_sae)
     return Run(m, decoder, encoder)
