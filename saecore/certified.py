@@ -26,7 +26,7 @@ import torch
 
 from saecore import sparse_assignment as sa
 from saecore.errors import InputError
-from saecore.matching import DEAD_POLICIES, Assignment, Top2, exact_scores, solve_dense
+from saecore.matching import DEAD_POLICIES, Assignment, Top2, exact_scores, pair_scores, solve_dense
 from saecore.selection import select
 from saecore.similarity import DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows, resolve_device
 
@@ -39,7 +39,6 @@ DENSE_FALLBACK_CELLS = 16384 * 16384
 # Fraction of rows the first round's thresholds cannot certify beyond which a small enough problem
 # goes to the dense solver (independent dictionaries: top-K lists carry no signal there).
 FALLBACK_UNCERTIFIED_FRAC = 0.5
-EDGE_CHUNK = 1 << 14
 # Memory for similarity rows the first certificate pass could not clear, re-checked in later rounds.
 DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
 
@@ -59,23 +58,6 @@ def rounding_margin(d_in: int, max_potential: float = 1.0, device: torch.device 
         u = max(u, _MANTISSA_EPS["high"])
     du = min(0.5, (d_in + 2) * u)
     return 2.0 * (du / (1.0 - du) + 6 * 2.0 ** -24 * (1.0 + max_potential))
-
-
-def pair_scores(a_n: torch.Tensor, b_n: torch.Tensor, rows: np.ndarray, cols: np.ndarray, sign: str,
-                chunk: int = EDGE_CHUNK) -> np.ndarray:
-    """Float64 cosines of the given (row, col) pairs: compiled loop on CPU, chunked gathers on a GPU."""
-    out = np.empty(len(rows), dtype=np.float64)
-    if a_n.device.type == "cpu":
-        sa.pair_dots(a_n.contiguous().numpy(), b_n.contiguous().numpy(), rows.astype(np.int64),
-                     cols.astype(np.int64), sign == "abs", out)
-        return out
-    dev = a_n.device
-    for s in range(0, len(rows), chunk):
-        r = torch.as_tensor(rows[s:s + chunk], device=dev)
-        c = torch.as_tensor(cols[s:s + chunk], device=dev)
-        val = (a_n[r].double() * b_n[c].double()).sum(1)
-        out[s:s + chunk] = apply_sign(val, sign).cpu().numpy()
-    return out
 
 
 class _Graph:

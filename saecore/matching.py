@@ -14,7 +14,8 @@ import torch
 from saecore.errors import InputError
 from saecore.runs import Run
 from saecore.selection import best_two_both_ways
-from saecore.similarity import check_sign, dense_similarity, normalize_rows, resolve_device
+from saecore.similarity import apply_sign, check_sign, dense_similarity, normalize_rows, resolve_device
+from saecore.sparse_assignment import pair_dots
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,6 +25,8 @@ DEAD_POLICIES = ("include", "exclude")
 
 # Each side's best two partners: (row_vals (n, ≤2), row_idx, col_vals (m, ≤2), col_idx), best first.
 Top2 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# Pairs per gather when scoring pairs on a GPU.
+EDGE_CHUNK = 1 << 14
 
 
 @dataclass
@@ -128,13 +131,26 @@ class Match:
                      self.dead_b, self.dead_a, dict(self.info))
 
 
+def pair_scores(a: torch.Tensor, b: torch.Tensor, rows: np.ndarray, cols: np.ndarray, sign: str = "signed",
+                chunk: int = EDGE_CHUNK) -> np.ndarray:
+    """Float64 dot products of float32 rows a[rows[e]] and b[cols[e]]: compiled loop on CPU, chunked gathers on a GPU."""
+    out = np.empty(len(rows), dtype=np.float64)
+    if a.device.type == "cpu":
+        pair_dots(a.contiguous().numpy(), b.contiguous().numpy(), np.asarray(rows, np.int64),
+                  np.asarray(cols, np.int64), sign == "abs", out)
+        return out
+    for s in range(0, len(rows), chunk):
+        r = torch.as_tensor(rows[s:s + chunk], device=a.device)
+        c = torch.as_tensor(cols[s:s + chunk], device=a.device)
+        out[s:s + chunk] = apply_sign((a[r].double() * b[c].double()).sum(1), sign).cpu().numpy()
+    return out
+
+
 def exact_scores(dec_a: torch.Tensor, dec_b: torch.Tensor, rows: np.ndarray, cols: np.ndarray, sign: str) -> np.ndarray:
     """Matched cosines recomputed in float64 from the raw rows: one definition of the score, whatever the solver."""
-    x = dec_a[torch.as_tensor(rows, dtype=torch.long)].cpu().double()
-    y = dec_b[torch.as_tensor(cols, dtype=torch.long)].cpu().double()
-    nx, ny = x.norm(dim=1), y.norm(dim=1)
-    c = (x * y).sum(dim=1) / torch.where((nx * ny) == 0, torch.ones_like(nx), nx * ny)
-    c = c.numpy()
+    dots = pair_scores(dec_a, dec_b, rows, cols)
+    norms = np.sqrt(pair_scores(dec_a, dec_a, rows, rows) * pair_scores(dec_b, dec_b, cols, cols))
+    c = dots / np.where(norms == 0, 1.0, norms)
     return np.abs(c) if sign == "abs" else c
 
 
@@ -156,10 +172,11 @@ def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed
     dev = resolve_device(device)
     a_n, dead_a = normalize_rows(dec_a.to(dev, torch.float32))
     b_n, dead_b = normalize_rows(dec_b.to(dev, torch.float32))
-    keep_a = torch.arange(len(a_n), device=dev) if dead == "include" else torch.nonzero(~dead_a).flatten()
-    keep_b = torch.arange(len(b_n), device=dev) if dead == "include" else torch.nonzero(~dead_b).flatten()
-    live_a, live_b = a_n[keep_a], b_n[keep_b]
-    ka, kb = keep_a.cpu().numpy(), keep_b.cpu().numpy()
+    if dead == "include":
+        live_a, live_b, ka, kb = a_n, b_n, np.arange(len(a_n)), np.arange(len(b_n))
+    else:
+        ka, kb = torch.nonzero(~dead_a).flatten().cpu().numpy(), torch.nonzero(~dead_b).flatten().cpu().numpy()
+        live_a, live_b = a_n[torch.as_tensor(ka, device=dev)], b_n[torch.as_tensor(kb, device=dev)]
 
     if method == "auto":
         method = choose_method(len(live_a), len(live_b))

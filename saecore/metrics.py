@@ -129,6 +129,8 @@ def shared_fraction(match: Match, threshold: float = SHARED_THRESHOLD, encoder_s
 def shared_fraction_curve(match: Match, thresholds: np.ndarray | None = None,
                           encoder_scores: np.ndarray | None = None) -> pd.DataFrame:
     """Shared fraction as a function of the threshold."""
+    import pandas as pd
+
     thresholds = np.linspace(0, 1, 101) if thresholds is None else np.asarray(thresholds)
     return pd.DataFrame({"threshold": thresholds,
                          "shared_fraction": [shared_fraction(match, t, encoder_scores) for t in thresholds]})
@@ -172,6 +174,8 @@ def frequency_bins(frequencies: np.ndarray, scores: np.ndarray, n_bins: int = FR
     Columns: bin edges (as frequencies), count, mean and sd of match score, each bin's contribution to
     the overall mean (sum of its scores / all features), the cumulative contribution, and share of features.
     """
+    import pandas as pd
+
     freq = np.asarray(frequencies, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if freq.shape != scores.shape:

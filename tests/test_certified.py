@@ -169,7 +169,7 @@ def test_certified_assignment_reports_each_sides_best_two():
 
 @pytest.mark.parametrize("sign", ["signed", "abs"])
 def test_edge_scores_equal_float64_dot_products(sign):
-    from saecore.certified import pair_scores
+    from saecore.matching import pair_scores
 
     g = torch.Generator().manual_seed(5)
     a, b = torch.randn(300, 771, generator=g), torch.randn(200, 771, generator=g)  # d_in not a multiple of the vector width
