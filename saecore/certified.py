@@ -27,7 +27,7 @@ import torch
 from saecore import sparse_assignment as sa
 from saecore.errors import InputError
 from saecore.matching import DEAD_POLICIES, Assignment, Top2, exact_scores, pair_scores, solve_dense
-from saecore.selection import select
+from saecore.selection import entries_above, select
 from saecore.similarity import DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows, resolve_device
 
 DEFAULT_K = 16
@@ -166,23 +166,27 @@ class _Scanner:
         step = block_rows(self.m, torch.float32, self.block_bytes)
         for s in range(0, len(todo), step):
             r = torch.as_tensor(todo[s:s + step], device=dev)
-            self.store[self.count:self.count + len(r)] = apply_sign(self.a_n[r] @ self.b_n.T, self.sign)
+            dest = self.store[self.count:self.count + len(r)]
+            torch.matmul(self.a_n[r], self.b_n.T, out=dest)
+            if self.sign == "abs":
+                dest.abs_()
             self.slot[todo[s:s + step]] = np.arange(self.count, self.count + len(r))
             self.count += len(r)
 
-    def rows(self, rows: np.ndarray):
-        """Yield (rows, similarity block) for the given rows, from the cache where possible."""
+    def blocks(self, rows: np.ndarray):
+        """Yield (rows, matrix, index): the similarity rows of `rows` are matrix[index], read from the
+        cache where possible (no copy), else computed a block at a time."""
         self._cache(rows)
         dev = self.a_n.device
         step = block_rows(self.m, torch.float32, self.block_bytes)
         cached = rows[self.slot[rows] >= 0]
         for s in range(0, len(cached), step):
             r = cached[s:s + step]
-            yield r, self.store[torch.as_tensor(self.slot[r], device=dev)]
+            yield r, self.store, self.slot[r]
         rest = rows[self.slot[rows] < 0]
         for s in range(0, len(rest), step):
             r = rest[s:s + step]
-            yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign)
+            yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign), np.arange(len(r))
 
     def scan(self, U: np.ndarray, V: np.ndarray, t_row: np.ndarray, margin: float, per_row: int):
         """(rows, cols, overflow, rows_checked) of pairs with float32 s - U - V > -margin, over the
@@ -194,8 +198,13 @@ class _Scanner:
             return empty, empty, False, 0
         found = []
         v32 = torch.as_tensor(V, dtype=torch.float32, device=dev)
-        for r, rc in self.rows(unc_rows):
-            rc = rc - torch.as_tensor(U[r], dtype=torch.float32, device=dev)[:, None]
+        for r, mat, idx in self.blocks(unc_rows):
+            if dev.type == "cpu":
+                hit = entries_above(mat.numpy(), idx, U[r], V, -margin, per_row * len(r))
+                if hit is not None:
+                    found.append((r[hit[0]], hit[1], False))
+                    continue
+            rc = mat[torch.as_tensor(idx, device=dev)] - torch.as_tensor(U[r], dtype=torch.float32, device=dev)[:, None]
             rc -= v32[None, :]
             found.append(_collect(rc, torch.as_tensor(r, device=dev), margin, per_row))
         found = [f for f in found if f is not None]

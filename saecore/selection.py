@@ -91,6 +91,52 @@ def _cols_top2(s, row_offset, best_v, best_i, next_v, next_i):
                         next_i[j] = gi
 
 
+@njit(cache=True, parallel=True)
+def _count_above(mat, idx, u, v, floor, counts):
+    """counts[t] = how many j have (mat[idx[t], j] - u[t]) - v[j] > floor, in float32."""
+    for t in prange(idx.shape[0]):
+        row = mat[idx[t]]
+        ut = u[t]
+        c = 0
+        for j in range(row.shape[0]):
+            if (row[j] - ut) - v[j] > floor:
+                c += 1
+        counts[t] = c
+
+
+@njit(cache=True, parallel=True)
+def _fill_above(mat, idx, u, v, floor, offsets, out_t, out_j):
+    """Write the (t, j) counted by _count_above, row t's from offsets[t] on, j ascending."""
+    for t in prange(idx.shape[0]):
+        row = mat[idx[t]]
+        ut = u[t]
+        p = offsets[t]
+        for j in range(row.shape[0]):
+            if (row[j] - ut) - v[j] > floor:
+                out_t[p] = t
+                out_j[p] = j
+                p += 1
+
+
+def entries_above(mat: np.ndarray, idx: np.ndarray, u: np.ndarray, v: np.ndarray, floor: float,
+                  limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(t, j) with (mat[idx[t], j] - u[t]) - v[j] > floor, evaluated in float32 like the same torch
+    expression, in one read of the rows and without temporaries; ordered by t, then j. None when
+    there are more than `limit`."""
+    u32, v32, f32 = u.astype(np.float32), v.astype(np.float32), np.float32(floor)
+    idx = np.asarray(idx, np.int64)
+    counts = np.empty(len(idx), np.int64)
+    _count_above(mat, idx, u32, v32, f32, counts)
+    offsets = np.zeros(len(idx), np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    total = int(counts.sum())
+    if limit is not None and total > limit:
+        return None
+    out_t, out_j = np.empty(total, np.int64), np.empty(total, np.int64)
+    _fill_above(mat, idx, u32, v32, f32, offsets, out_t, out_j)
+    return out_t, out_j
+
+
 class BlockSelector:
     """Accumulates, over row blocks of an n × m similarity matrix, each row's top-k (k <= m) and each
     column's top-2 rows (fewer when n < 2); values float32 as the blocks give them."""

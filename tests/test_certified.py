@@ -178,3 +178,15 @@ def test_edge_scores_equal_float64_dot_products(sign):
     want = (a[rows].double() * b[cols].double()).sum(1).numpy()
     want = np.abs(want) if sign == "abs" else want
     np.testing.assert_allclose(pair_scores(a, b, rows, cols, sign), want, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 4 * 40 * 25])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("sign", ["signed", "abs"])
+def test_uncached_rows_and_crowded_rows_still_reach_the_dense_matching(cache_bytes, k, sign):
+    """No (or a tiny) row cache makes the certificate recompute its rows; k=1 on random dictionaries makes
+    rows hold more candidates than the scan keeps (its top-k fallback)."""
+    for seed in range(3):
+        ref, ours = solve_both(*random_pair(40, 50, 6, seed), sign, k=k, cache_bytes=cache_bytes, block_bytes=4 * 50 * 7)
+        assert ours.info["certified"] is True
+        assert as_map(ours.rows, ours.cols) == as_map(ref.rows, ref.cols)

@@ -71,3 +71,21 @@ def test_blocks_cover_the_matrix_once_in_order(sign, budget_rows):
     got = [(start, s.clone()) for start, s in similarity_blocks(a, b, sign, budget_bytes=budget_rows * 33 * 4)]
     assert [start for start, _ in got] == list(range(0, 50, min(50, budget_rows)))
     torch.testing.assert_close(torch.cat([s for _, s in got]), dense_similarity(a, b, sign, torch.float32))
+
+
+def test_entries_above_equal_the_float32_torch_expression():
+    from saecore.selection import entries_above
+
+    g = torch.Generator().manual_seed(11)
+    mat = torch.randn(30, 40, generator=g).round(decimals=1)  # many values sit exactly on the floor
+    idx = torch.randperm(30, generator=g)[:17].numpy()
+    u = torch.randn(17, generator=g).round(decimals=1).double().numpy()
+    v = torch.rand(40, generator=g).round(decimals=1).double().numpy()
+    rc = mat[torch.as_tensor(idx)] - torch.as_tensor(u, dtype=torch.float32)[:, None]
+    rc -= torch.as_tensor(v, dtype=torch.float32)[None, :]
+    want_t, want_j = torch.nonzero(rc > -0.1, as_tuple=True)
+    t, j = entries_above(mat.numpy(), idx, u, v, -0.1)
+    np.testing.assert_array_equal(t, want_t.numpy())
+    np.testing.assert_array_equal(j, want_j.numpy())
+    assert entries_above(mat.numpy(), idx, u, v, -0.1, limit=len(t) - 1) is None
+    assert entries_above(mat.numpy(), idx[:0], u[:0], v, -0.1)[0].shape == (0,)
