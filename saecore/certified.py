@@ -105,6 +105,7 @@ class _SparseSolver:
         cost = -g.scores
         if not self.started:
             sa.greedy_init(indptr, g.cols, cost, self.u, self.v, self.row2col, self.col2row)
+            sa.reduce_free_rows(indptr, g.cols, cost, self.u, self.v, self.row2col, self.col2row, len(g.cols))
             self.started = True
         else:
             cptr, crows = sa.csc(g.cols, g.rows, self.m)

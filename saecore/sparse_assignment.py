@@ -66,6 +66,65 @@ def greedy_init(indptr, indices, cost, u, v, row2col, col2row):
 
 
 @njit(cache=True)
+def reduce_free_rows(indptr, indices, cost, u, v, row2col, col2row, max_steps):
+    """Augmenting row reduction (Jonker-Volgenant) after the greedy start: a free row takes its best
+    column, lowering that column's price to the row's second-best reduced cost, and the row it displaces
+    retries. Reduced costs stay >= 0 and matched edges tight (v only decreases, on matched columns), so
+    shortest paths finish whatever is left; max_steps bounds price wars between tied rows.
+    Returns the number of steps taken.
+    """
+    n = indptr.shape[0] - 1
+    queue = np.empty(n, np.int64)
+    size = 0
+    for i in range(n):
+        if row2col[i] == -1:
+            queue[size] = i
+            size += 1
+    head = 0
+    steps = 0
+    while size > 0 and steps < max_steps:
+        steps += 1
+        i = queue[head]
+        head = (head + 1) % n
+        size -= 1
+        u1, u2, j1, j2 = np.inf, np.inf, -1, -1
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            r = cost[p] - v[j]
+            if r < u2:
+                if r < u1:
+                    u2, j2, u1, j1 = u1, j1, r, j
+                else:
+                    u2, j2 = r, j
+        if j2 == -1:
+            continue  # a single candidate gives no price to raise: left to the shortest paths
+        i0 = col2row[j1]
+        if u1 < u2:
+            v[j1] -= u2 - u1
+        elif i0 >= 0:
+            j1 = j2
+            i0 = col2row[j1]
+        row2col[i] = j1
+        col2row[j1] = i
+        if i0 >= 0:
+            row2col[i0] = -1
+            if u1 < u2:  # the price rose: the displaced row retries first
+                head = (head - 1) % n
+                queue[head] = i0
+            else:
+                queue[(head + size) % n] = i0
+            size += 1
+    for i in range(n):
+        best = np.inf
+        for p in range(indptr[i], indptr[i + 1]):
+            r = cost[p] - v[indices[p]]
+            if r < best:
+                best = r
+        u[i] = best
+    return steps
+
+
+@njit(cache=True)
 def restore_feasibility(indptr, indices, cost, u, v, row2col, col2row, csc_ptr, csc_rows, rectangular, eps):
     """Warm start after edges were added: lower u where a new edge has negative reduced cost and free that row.
 
