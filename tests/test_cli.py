@@ -46,6 +46,18 @@ def test_pwmcc_json_contract(workspace, tmp_path):
     assert all(p["n_matched"] == 128 for p in res["pairs"])
 
 
+def test_pwmcc_keeps_heavy_imports_out_of_its_path(workspace, tmp_path):
+    paths = [str(workspace / "topk_k8" / f"seed{s}") for s in range(2)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SAECORE_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "saecore", "pwmcc", *paths, "--json"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and json.loads(out.stdout)["pairs"]
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "saecore.matching" in imported  # the log is real
+    heavy = {"pandas", "pyarrow", "streamlit", "sentence_transformers", "transformers", "openai"}
+    assert heavy & imported == set()
+
+
 def test_pwmcc_abs_and_human_table(workspace, tmp_path):
     paths = [str(workspace / "relu_l1" / f"seed{s}") for s in range(2)]
     out = cli("pwmcc", *paths, "--abs", cache=tmp_path)
