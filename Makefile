@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install sysdeps demo test bench demo-data explainer clean
+.PHONY: install sysdeps demo test bench gpu-check demo-data explainer clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,13 @@ test: install sysdeps
 
 bench: install
 	$(PY) benchmarks/matching.py
+
+# On a machine with a CUDA GPU (and the packages already there: `make gpu-check PY=python3`):
+# CUDA gives the CPU's matchings, then GPU timings up to 262,144² against the GPU matmul alone.
+gpu-check:
+	$(PY) -m pytest -q tests/test_gpu.py
+	$(PY) benchmarks/matching.py --sizes 16384 --out benchmarks/results/matching_gpu_16k.md
+	$(PY) benchmarks/matching.py --sizes 65536 262144 --methods matmul-cuda certified-cuda --out benchmarks/results/matching_gpu.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

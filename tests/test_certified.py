@@ -231,3 +231,36 @@ def test_the_torch_certificate_scan_used_on_gpus_reaches_the_same_matching(monke
         ref, ours = solve_both(*realistic_pair(120, 16, seed, n_b=140, split_frac=0.2), k=2)
         assert ours.info["certified"] is True and ours.info["rounds"] >= 1
         assert as_map(ours.rows, ours.cols) == as_map(ref.rows, ref.cols)
+
+
+_MEMORY_PROBE = """
+import json, resource, sys, torch
+from saecore.certified import certified_assignment
+from saecore.instances import realistic_pair
+from saecore.similarity import normalize_rows
+torch.set_num_threads(2)
+a, b = realistic_pair({n}, 64, seed=1)
+a_n, b_n = normalize_rows(a)[0], normalize_rows(b)[0]
+certified_assignment(a_n[:64], b_n[:64])  # compiled kernels loaded before the baseline
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sol = certified_assignment(a_n, b_n, block_bytes=16 << 20, cache_bytes=16 << 20, dense_fallback_cells=0)
+extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+print(json.dumps({{"extra_mb": extra / 1024, "certified": sol.info["certified"], "rounds": sol.info["rounds"]}}))
+"""
+
+
+def test_memory_stays_bounded_by_the_block_budgets():
+    """The large-n design at reduced scale: with 16 MB blocks and a 16 MB row cache, a 12,000² problem
+    must stay far below one n x m float32 matrix (576 MB; float64: 1.15 GB)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(n=12000)], capture_output=True, text=True,
+                         cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["certified"] is True
+    assert res["extra_mb"] < 200, res  # measured ~120 MB; default 256 MB budgets give ~270 MB
