@@ -17,18 +17,16 @@ in float64.
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from saecore import sparse_assignment as sa
-from saecore.errors import InputError
-from saecore.matching import DEAD_POLICIES, Assignment, Top2, exact_scores, pair_scores, solve_dense
+from saecore.matching import Assignment, Top2, pair_scores, solve_dense
 from saecore.selection import entries_above, select
-from saecore.similarity import DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign, normalize_rows, resolve_device
+from saecore.similarity import DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign
 
 DEFAULT_K = 16
 # Rows without a standout best column keep WIDE_FACTOR * k candidates instead of k.
@@ -344,37 +342,3 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
     cols = solver.row2col.copy()
     idx = np.searchsorted(g.keys, rows * m + cols)
     return Assignment(rows, cols, g.scores[idx].copy(), info, top2)
-
-
-def certified_pairs(decoders: Sequence[torch.Tensor], sign: str = "signed", dead: str = "include",
-                    device: str | torch.device = "auto", k: int = DEFAULT_K,
-                    progress: Progress | None = None) -> dict[tuple[int, int], Assignment]:
-    """Exact matchings for all R(R-1)/2 pairs of decoders, each normalised once and kept on the device.
-
-    Keys are (i, j) with i < j; rows/cols are feature indices of decoder i and j (dead rows left out
-    when dead='exclude', otherwise they take part with score 0); scores are float64 cosines of the
-    raw rows, as `match_decoders` reports them.
-    """
-    check_sign(sign)
-    if dead not in DEAD_POLICIES:
-        raise ValueError(f"dead must be one of {DEAD_POLICIES}, got {dead!r}")
-    dev = resolve_device(device)
-    if decoders and any(d.shape[1] != decoders[0].shape[1] for d in decoders):
-        dims = [int(d.shape[1]) for d in decoders]
-        raise InputError(f"decoders have different d_in: {dims}")
-    live = []
-    for dec in decoders:
-        x, dead_rows = normalize_rows(torch.as_tensor(dec).to(dev, torch.float32))
-        keep = torch.arange(len(x), device=dev) if dead == "include" else torch.nonzero(~dead_rows).flatten()
-        live.append((x[keep].contiguous(), keep.cpu().numpy()))
-    pairs = list(itertools.combinations(range(len(decoders)), 2))
-    out = {}
-    for done, (i, j) in enumerate(pairs):
-        (xa, ka), (xb, kb) = live[i], live[j]
-        sol = certified_assignment(xa, xb, sign)
-        rows, cols = ka[sol.rows], kb[sol.cols]
-        out[(i, j)] = Assignment(rows, cols, exact_scores(decoders[i], decoders[j], rows, cols, sign), sol.info)
-        if progress is not None:
-            progress(done + 1, len(pairs), f"matched decoders {i} and {j}")
-    return out
-

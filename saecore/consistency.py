@@ -11,10 +11,11 @@ import torch
 
 from saecore.cache import atomic_write_npz, content_key, default_cache_dir, read_npz
 from saecore.errors import InputError
-from saecore.matching import Match, check_compatible, match_from_arrays, match_runs, match_to_arrays
+from saecore.matching import (Match, Prepared, check_compatible, match_from_arrays, match_prepared, match_runs,
+                              match_to_arrays, prepare)
 from saecore.metrics import PWMCC, feature_consistency, pw_mcc
 from saecore.runs import Run
-from saecore.similarity import check_sign
+from saecore.similarity import check_sign, resolve_device
 
 Progress = Callable[[int, int, str], None]
 
@@ -77,11 +78,13 @@ class MatchCache:
 
 
 def cached_match(a: Run, b: Run, sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",
-                 method: str = "auto", cache: MatchCache | None = None) -> tuple[Match, bool]:
-    """A match from the cache when its inputs are unchanged, else computed (and stored). Returns (match, was_cached)."""
+                 method: str = "auto", cache: MatchCache | None = None,
+                 compute: Callable[[], Match] | None = None) -> tuple[Match, bool]:
+    """A match from the cache when its inputs are unchanged, else computed (by `compute` when given,
+    e.g. from decoders already prepared) and stored. Returns (match, was_cached)."""
     if cache is not None and (hit := cache.get(a, b, sign, dead)) is not None:
         return hit, True
-    m = match_runs(a, b, sign, dead, device, method)
+    m = compute() if compute is not None else match_runs(a, b, sign, dead, device, method)
     if cache is not None:
         cache.put(a, b, m)
     return m, False
@@ -89,19 +92,30 @@ def cached_match(a: Run, b: Run, sign: str = "signed", dead: str = "include", de
 
 def compare_runs(runs: list[Run], sign: str = "signed", dead: str = "include", device: str | torch.device = "auto",
                  method: str = "auto", cache: MatchCache | None = None, progress: Progress | None = None) -> Comparison:
-    """Match every unordered pair of runs (R(R−1)/2 matchings) and summarise PW-MCC."""
+    """Match every unordered pair of runs (R(R−1)/2 matchings) and summarise PW-MCC. Each decoder is
+    normalised and moved to the device once, the first time a pair missing from the cache needs it."""
     check_sign(sign)
     if len(runs) < 2:
         raise InputError(f"need at least two runs to compare, got {len(runs)}")
     for r in runs[1:]:
         check_compatible(runs[0], r)
+    dev = resolve_device(device)
+    prepared: dict[int, Prepared] = {}
+
+    def ready(i: int) -> Prepared:
+        if i not in prepared:
+            prepared[i] = prepare(runs[i].decoder, dead, dev)
+        return prepared[i]
+
     pairs = list(itertools.combinations(range(len(runs)), 2))
     matches: dict[tuple[int, int], Match] = {}
     n_cached = 0
     for done, (i, j) in enumerate(pairs):
         if progress:
             progress(done, len(pairs), f"matching {runs[i].name} ↔ {runs[j].name}")
-        matches[i, j], hit = cached_match(runs[i], runs[j], sign, dead, device, method, cache)
+        matches[i, j], hit = cached_match(
+            runs[i], runs[j], sign, dead, dev, method, cache,
+            lambda i=i, j=j: match_prepared(ready(i), ready(j), sign, method, (runs[i].name, runs[j].name)))
         n_cached += hit
     if progress:
         progress(len(pairs), len(pairs), "done")

@@ -133,9 +133,10 @@ class Match:
 
 def pair_scores(a: torch.Tensor, b: torch.Tensor, rows: np.ndarray, cols: np.ndarray, sign: str = "signed",
                 chunk: int = EDGE_CHUNK) -> np.ndarray:
-    """Float64 dot products of float32 rows a[rows[e]] and b[cols[e]]: compiled loop on CPU, chunked gathers on a GPU."""
+    """Float64 dot products of rows a[rows[e]] and b[cols[e]]: a compiled loop for float32 on the CPU,
+    chunked float64 gathers otherwise (GPU, other dtypes)."""
     out = np.empty(len(rows), dtype=np.float64)
-    if a.device.type == "cpu":
+    if a.device.type == "cpu" and a.dtype == b.dtype == torch.float32:
         pair_dots(a.contiguous().numpy(), b.contiguous().numpy(), np.asarray(rows, np.int64),
                   np.asarray(cols, np.int64), sign == "abs", out)
         return out
@@ -160,24 +161,51 @@ def check_compatible(a: Run, b: Run) -> None:
                          "decoders live in different spaces")
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A decoder made ready for matching once (then reused for every pair it is in): its unit rows on
+    the device, only the live ones when dead rows are excluded, and the feature each of them is."""
+
+    raw: torch.Tensor  # (d_sae, d_in) as stored: matched scores are recomputed from it
+    unit: torch.Tensor
+    keep: np.ndarray
+    n_dead: int
+    dead: str
+
+
+def prepare(dec: torch.Tensor, dead: str = "include", device: str | torch.device = "auto") -> Prepared:
+    """Normalise a decoder on the chosen device; dead='exclude' leaves zero-norm rows out."""
+    if dead not in DEAD_POLICIES:
+        raise ValueError(f"dead must be one of {DEAD_POLICIES}, got {dead!r}")
+    dev = resolve_device(device)
+    dec = torch.as_tensor(dec)
+    unit, dead_rows = normalize_rows(dec.to(dev, torch.float32))
+    keep = np.arange(len(unit))
+    if dead == "exclude":
+        keep = torch.nonzero(~dead_rows).flatten().cpu().numpy()
+        unit = unit[torch.as_tensor(keep, device=dev)]
+    return Prepared(dec, unit, keep, int(dead_rows.sum()), dead)
+
+
 def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed", dead: str = "include",
                    device: str | torch.device = "auto", method: str = "auto",
                    names: tuple[str, str] = ("A", "B")) -> Match:
     """Match two (d_sae, d_in) decoders; see `match_runs`."""
     check_sign(sign)
-    if dead not in DEAD_POLICIES:
-        raise ValueError(f"dead must be one of {DEAD_POLICIES}, got {dead!r}")
     if dec_a.shape[1] != dec_b.shape[1]:
         raise InputError(f"decoders have different d_in: {dec_a.shape[1]} vs {dec_b.shape[1]}")
     dev = resolve_device(device)
-    a_n, dead_a = normalize_rows(dec_a.to(dev, torch.float32))
-    b_n, dead_b = normalize_rows(dec_b.to(dev, torch.float32))
-    if dead == "include":
-        live_a, live_b, ka, kb = a_n, b_n, np.arange(len(a_n)), np.arange(len(b_n))
-    else:
-        ka, kb = torch.nonzero(~dead_a).flatten().cpu().numpy(), torch.nonzero(~dead_b).flatten().cpu().numpy()
-        live_a, live_b = a_n[torch.as_tensor(ka, device=dev)], b_n[torch.as_tensor(kb, device=dev)]
+    return match_prepared(prepare(dec_a, dead, dev), prepare(dec_b, dead, dev), sign, method, names)
 
+
+def match_prepared(pa: Prepared, pb: Prepared, sign: str = "signed", method: str = "auto",
+                   names: tuple[str, str] = ("A", "B")) -> Match:
+    """Match two prepared decoders (same dead policy and device): the optimal assignment, each side's
+    scores, partners and runner-ups."""
+    check_sign(sign)
+    if pa.dead != pb.dead or pa.unit.device != pb.unit.device:
+        raise ValueError("both decoders must be prepared with the same dead policy on the same device")
+    live_a, live_b, ka, kb = pa.unit, pb.unit, pa.keep, pb.keep
     if method == "auto":
         method = choose_method(len(live_a), len(live_b))
     if method not in SOLVERS:
@@ -191,23 +219,24 @@ def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed
     rows, cols = ka[sol.rows], kb[sol.cols]
     order = np.argsort(rows, kind="stable")
     rows, cols = rows[order], cols[order]
-    scores = exact_scores(dec_a, dec_b, rows, cols, sign)
+    scores = exact_scores(pa.raw, pb.raw, rows, cols, sign)
+    n_a, n_b = len(pa.raw), len(pb.raw)
 
     def per_feature(n: int, mine: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         partner, score = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
         partner[mine], score[mine] = theirs, scores
         return partner, score
 
-    partner_a, score_a = per_feature(len(a_n), rows, cols)
-    partner_b, score_b = per_feature(len(b_n), cols, rows)
+    partner_a, score_a = per_feature(n_a, rows, cols)
+    partner_b, score_b = per_feature(n_b, cols, rows)
     top2 = sol.top2 if sol.top2 is not None else best_two_both_ways(live_a, live_b, sign)
-    ru_a, rus_a, ru_b, rus_b = _runner_ups(top2, ka, kb, partner_a, partner_b, len(a_n), len(b_n))
+    ru_a, rus_a, ru_b, rus_b = _runner_ups(top2, ka, kb, partner_a, partner_b, n_a, n_b)
     info = dict(sol.info)
-    info["device"] = str(dev)
+    info["device"] = str(live_a.device)
     info.setdefault("seconds", {})["runner_up"] = time.perf_counter() - t1
     info["seconds"]["total"] = time.perf_counter() - t0
-    return Match(names[0], names[1], sign, dead, rows, cols, scores, partner_a, score_a, ru_a, rus_a,
-                 partner_b, score_b, ru_b, rus_b, int(dead_a.sum()), int(dead_b.sum()), info)
+    return Match(names[0], names[1], sign, pa.dead, rows, cols, scores, partner_a, score_a, ru_a, rus_a,
+                 partner_b, score_b, ru_b, rus_b, pa.n_dead, pb.n_dead, info)
 
 
 def _runner_ups(top2: Top2, ka, kb, partner_a, partner_b, n_a, n_b):

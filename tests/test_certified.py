@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from saecore.certified import WIDE_FACTOR, certified_assignment, certified_pairs
+from saecore.certified import WIDE_FACTOR, certified_assignment
 from saecore.instances import adversarial_pairs, duplicate_rows_pair, random_pair, realistic_pair, tied_pair, with_zero_rows
 from saecore.matching import choose_method, match_decoders, solve_dense
 from saecore.similarity import normalize_rows
@@ -103,22 +103,6 @@ def test_independent_dictionaries_fall_back_to_dense_when_small():
     ours = certified_assignment(unit(a), unit(b), k=1)
     assert ours.info["fallback"] == "dense" and ours.info["certified"] is True
     assert abs(ours.scores.sum() - ref.scores.sum()) < 1e-9
-
-
-def test_certified_pairs_matches_every_pair_once():
-    decs = [realistic_pair(60, 16, seed=s)[0] for s in range(2)] + [realistic_pair(60, 16, seed=7)[1]]
-    decs[1] = with_zero_rows(decs[1], 5, seed=3)
-    out = certified_pairs(decs, dead="exclude", device="cpu")
-    assert sorted(out) == [(0, 1), (0, 2), (1, 2)]
-    for (i, j), sol in out.items():
-        ref = match_decoders(decs[i], decs[j], dead="exclude", device="cpu", method="dense")
-        assert as_map(sol.rows, sol.cols) == as_map(ref.rows, ref.cols)
-        assert abs(sol.scores.mean() - ref.mcc) < 1e-9
-
-
-def test_certified_pairs_rejects_mixed_widths():
-    with pytest.raises(ValueError, match="different d_in"):
-        certified_pairs([torch.ones(3, 4), torch.ones(3, 5)])
 
 
 def test_auto_uses_certified_only_for_large_problems():

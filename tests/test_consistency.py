@@ -69,6 +69,25 @@ def test_damaged_cache_entry_is_recomputed_and_replaced(tmp_path, damage):
     assert compare_runs(runs, cache=cache).cached == 1  # the damaged entry was overwritten
 
 
+def test_each_decoder_is_prepared_once_and_every_pair_matches_the_reference(tmp_path, monkeypatch):
+    import saecore.consistency as consistency
+    from saecore.instances import realistic_pair, with_zero_rows
+    from saecore.matching import match_decoders
+
+    decs = [realistic_pair(60, 16, seed=s)[0] for s in range(2)] + [realistic_pair(60, 16, seed=7)[1]]
+    decs[1] = with_zero_rows(decs[1], 5, seed=3)
+    runs = [load_run(write_saelens(tmp_path / f"r{i}", d)) for i, d in enumerate(decs)]
+    prepared = []
+    real = consistency.prepare
+    monkeypatch.setattr(consistency, "prepare", lambda dec, *a: prepared.append(dec) or real(dec, *a))
+    comp = compare_runs(runs, dead="exclude", method="certified")
+    assert len(prepared) == 3 and sorted(comp.matches) == [(0, 1), (0, 2), (1, 2)]
+    for (i, j), m in comp.matches.items():
+        ref = match_decoders(decs[i], decs[j], dead="exclude", method="dense")
+        assert dict(zip(m.rows.tolist(), m.cols.tolist())) == dict(zip(ref.rows.tolist(), ref.cols.tolist()))
+        assert abs(m.mcc - ref.mcc) < 1e-9 and (m.dead_a, m.dead_b) == (ref.dead_a, ref.dead_b)
+
+
 def test_progress_reports_every_pair(tmp_path):
     runs = [load_run(p) for p in sorted((make_workspace(tmp_path) / "relu_l1").iterdir())]
     seen = []
