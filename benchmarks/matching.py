@@ -9,6 +9,7 @@ includes torch's CPU allocations) belongs to that method alone.
     python benchmarks/matching.py --sizes 16384 --repeat 2
     python benchmarks/matching.py --full               # 16,384 and 65,536 (dense skipped above --dense-max)
     python benchmarks/matching.py --sizes 262144 --kinds realistic --methods matmul-cuda certified-cuda
+    python benchmarks/matching.py --kinds demo-topk demo-standard --repeat 3   # the real demo runs
 
 On a GPU, rows of the cuda methods compare wall time with the GPU matmul (× matmul) and with the
 dense CPU reference (× dense), and show peak GPU memory beside peak RSS.
@@ -94,7 +95,16 @@ def run_worker(method: str, path: str, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# Real cross-seed pairs shipped in the demo workspace (SmolLM2-135M, 1,536 latents, d_in 576).
+DEMO_PAIRS = {"demo-topk": ("topk_k32/seed0", "topk_k32/seed1"),
+              "demo-standard": ("standard_l1_0.1/seed0", "standard_l1_0.1/seed1")}
+
+
 def make_pair(kind: str, n: int, d_in: int, seed: int):
+    if kind in DEMO_PAIRS:
+        from saecore.loaders import load_run
+
+        return tuple(load_run(ROOT / "data" / "demo" / p, with_encoder=False).decoder for p in DEMO_PAIRS[kind])
     return realistic_pair(n, d_in, seed) if kind == "realistic" else random_pair(n, n, d_in, seed)
 
 
@@ -124,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     p.add_argument("--full", action="store_true", help="sizes 16,384 and 65,536")
-    p.add_argument("--kinds", nargs="+", default=["realistic", "random"], choices=["realistic", "random"])
+    p.add_argument("--kinds", nargs="+", default=["realistic", "random"], choices=["realistic", "random", *DEMO_PAIRS],
+                   help="demo-* kinds are the real demo runs (their own size; --sizes is ignored for them)")
     p.add_argument("--d-in", type=int, default=768)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="runs of every method, interleaved")
@@ -142,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.kinds:
-            for n in sizes:
+            for n in ([0] if kind in DEMO_PAIRS else sizes):
+                pair = make_pair(kind, n, args.d_in, args.seed)
+                n = n or len(pair[0])
                 path = os.path.join(tmp, f"{kind}-{n}.pt")
-                torch.save(make_pair(kind, n, args.d_in, args.seed), path)
+                torch.save(pair, path)
                 for run in range(1, args.repeat + 1):
                     got = {}
                     for method in methods:

@@ -248,3 +248,18 @@ def test_memory_stays_bounded_by_the_block_budgets():
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["certified"] is True
     assert res["extra_mb"] < 200, res  # measured ~120 MB; default 256 MB budgets give ~270 MB
+
+
+@pytest.mark.parametrize("family", ["topk_k32", "standard_l1_0.1"])
+def test_real_demo_seed_pairs_reach_the_dense_matching(family):
+    """Real cross-seed SAEs (the shipped demo runs, SmolLM2-135M, 1,536 latents)."""
+    from pathlib import Path
+
+    from saecore.loaders import load_run
+
+    root = Path(__file__).resolve().parents[1] / "data" / "demo" / family
+    a, b = (load_run(root / f"seed{s}", with_encoder=False).decoder for s in (0, 2))
+    ref, ours = solve_both(a, b)
+    assert ours.info["certified"] is True
+    assert as_map(ours.rows, ours.cols) == as_map(ref.rows, ref.cols)
+    assert abs(ours.scores.mean() - ref.scores.mean()) < 1e-9
