@@ -47,6 +47,17 @@ def _heap_pop(keys, vals, size):
     return key, val, size
 
 
+@njit(cache=True, inline="always")
+def _row_min(indptr, indices, cost, v, i):
+    """min over row i's edges of c_ij - v_j (inf for a row without edges)."""
+    best = np.inf
+    for p in range(indptr[i], indptr[i + 1]):
+        r = cost[p] - v[indices[p]]
+        if r < best:
+            best = r
+    return best
+
+
 @njit(cache=True)
 def greedy_init(indptr, indices, cost, u, v, row2col, col2row):
     """Cold start: u_i = min_j (c_ij - v_j), and each row takes its best column when that column is free."""
@@ -115,12 +126,7 @@ def reduce_free_rows(indptr, indices, cost, u, v, row2col, col2row, max_steps):
                 queue[(head + size) % n] = i0
             size += 1
     for i in range(n):
-        best = np.inf
-        for p in range(indptr[i], indptr[i + 1]):
-            r = cost[p] - v[indices[p]]
-            if r < best:
-                best = r
-        u[i] = best
+        u[i] = _row_min(indptr, indices, cost, v, i)
     return steps
 
 
@@ -137,11 +143,7 @@ def restore_feasibility(indptr, indices, cost, u, v, row2col, col2row, csc_ptr, 
     qn = 0
     freed = 0
     for i in range(n):
-        best = np.inf
-        for p in range(indptr[i], indptr[i + 1]):
-            r = cost[p] - v[indices[p]]
-            if r < best:
-                best = r
+        best = _row_min(indptr, indices, cost, v, i)
         if best < u[i] - eps:
             u[i] = best
             j0 = row2col[i]
@@ -160,11 +162,7 @@ def restore_feasibility(indptr, indices, cost, u, v, row2col, col2row, csc_ptr, 
         v[j] = 0.0
         for q in range(csc_ptr[j], csc_ptr[j + 1]):
             k = csc_rows[q]
-            best = np.inf
-            for p in range(indptr[k], indptr[k + 1]):
-                r = cost[p] - v[indices[p]]
-                if r < best:
-                    best = r
+            best = _row_min(indptr, indices, cost, v, k)
             if best < u[k] - eps:
                 u[k] = best
                 j0 = row2col[k]
