@@ -172,14 +172,16 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+# The commands defined in this module; the others are registered from saecore.commands.
+BUILTIN_COMMANDS = ("info", "pwmcc", "matches")
 # Read-only queries: `python -m saecore` exits right after them without tearing down the interpreter.
-QUICK_EXIT_COMMANDS = ("info", "pwmcc", "matches")
+QUICK_EXIT_COMMANDS = BUILTIN_COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # The built-in queries need none of the other commands' modules (pandas, the explainer, ...).
-    args = build_parser(plugins=not (argv and argv[0] in QUICK_EXIT_COMMANDS)).parse_args(argv)
+    # A built-in command needs none of the other commands' modules (pandas, the explainer, ...).
+    args = build_parser(plugins=not (argv and argv[0] in BUILTIN_COMMANDS)).parse_args(argv)
     if getattr(args, "func", None) is cmd_pwmcc and len(args.runs) < 2:
         print("error: pwmcc needs at least two runs", file=sys.stderr)
         return 2
