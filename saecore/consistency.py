@@ -39,7 +39,7 @@ class Comparison:
 
 
 class MatchCache:
-    """Matches stored as .npz files under a folder, keyed by both runs' weight fingerprints and the options."""
+    """Matches stored as .npz files under a folder, keyed by both runs' decoder fingerprints and the options."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir() / "matches"
