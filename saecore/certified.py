@@ -37,8 +37,10 @@ DENSE_FALLBACK_CELLS = 16384 * 16384
 # Fraction of rows the first round's thresholds cannot certify beyond which a small enough problem
 # goes to the dense solver (independent dictionaries: top-K lists carry no signal there).
 FALLBACK_UNCERTIFIED_FRAC = 0.5
-# Memory for similarity rows the first certificate pass could not clear, re-checked in later rounds.
+# Memory for the kept entries of rows the first certificate pass could not clear, re-checked in later rounds.
 DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
+# A kept row holds its entries within this much of its potential (at least 8 rounding margins).
+KEEP_SLACK = 0.01
 
 Progress = Callable[[int, int, str], None]
 
@@ -140,72 +142,109 @@ def _collect(rc: torch.Tensor, row_ids: torch.Tensor, margin: float, per_row: in
     return row_ids[ri].cpu().numpy(), ci.cpu().numpy(), overflow
 
 
+def _compiled(block: torch.Tensor) -> bool:
+    """Whether a block is scanned by the compiled CPU kernels (else by torch ops, as on a GPU)."""
+    return block.device.type == "cpu"
+
+
 class _Scanner:
-    """Finds excluded pairs that may violate the certificate. Rows the thresholds cannot clear are
-    few and recur from round to round, so their full similarity rows are kept (up to a byte budget)
-    and later rounds re-check them without another matmul."""
+    """Finds excluded pairs that may violate the certificate. Rows the thresholds cannot clear are few
+    and recur from round to round: each is computed once and its entries above U_i - KEEP_SLACK are
+    kept (up to a byte budget), which suffices for every later round in which U_i has not dropped by
+    more than KEEP_SLACK - 2 * margin; only such rows are computed again."""
 
     def __init__(self, a_n: torch.Tensor, b_n: torch.Tensor, sign: str, block_bytes: int, cache_bytes: int):
         self.a_n, self.b_n, self.sign = a_n, b_n, sign
         self.block_bytes = block_bytes
         self.n, self.m = a_n.shape[0], b_n.shape[0]
-        self.capacity = min(self.n, cache_bytes // (4 * self.m))
-        self.slot = np.full(self.n, -1, np.int64)
-        self.store: torch.Tensor | None = None
-        self.count = 0
+        self.max_entries = cache_bytes // 20  # row, column (int64) and value (float32) per kept entry
+        self.floor = np.full(self.n, np.inf)  # kept row i holds all its entries > floor[i]; inf: not kept
+        self.e_row = np.zeros(0, np.int64)
+        self.e_col = np.zeros(0, np.int64)
+        self.e_val = np.zeros(0, np.float32)
 
-    def _cache(self, rows: np.ndarray) -> None:
-        """Compute and keep the similarity rows of `rows` not cached yet, while the budget lasts."""
-        todo = rows[self.slot[rows] < 0][: self.capacity - self.count]
-        if len(todo) == 0:
+    def _blocks(self, rows: np.ndarray):
+        """Yield (rows, similarity block) for `rows`, computed a bounded block at a time."""
+        dev = self.a_n.device
+        step = block_rows(self.m, torch.float32, self.block_bytes)
+        for s in range(0, len(rows), step):
+            r = rows[s:s + step]
+            yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign)
+
+    def _keep(self, r: np.ndarray, block: torch.Tensor, floor: np.ndarray) -> bool:
+        """Keep the block's entries above each row's floor, if they fit in the budget."""
+        f32 = floor.astype(np.float32)
+        if _compiled(block):
+            t, j = entries_above(block.numpy(), np.arange(len(r)), f32, np.zeros(self.m, np.float32), 0.0)
+            vals = block.numpy()[t, j]
+        else:
+            ti, ji = torch.nonzero(block > torch.as_tensor(f32, device=block.device)[:, None], as_tuple=True)
+            vals, t, j = block[ti, ji].cpu().numpy(), ti.cpu().numpy(), ji.cpu().numpy()
+        if len(self.e_row) + len(t) > self.max_entries:
+            return False
+        self.e_row = np.concatenate([self.e_row, r[t]])
+        self.e_col = np.concatenate([self.e_col, j])
+        self.e_val = np.concatenate([self.e_val, vals])
+        self.floor[r] = f32
+        return True
+
+    def _forget(self, rows: np.ndarray) -> None:
+        """Drop the kept entries of rows that are about to be computed again."""
+        stale = np.isfinite(self.floor[rows])
+        if not stale.any():
             return
-        dev = self.a_n.device
-        if self.store is None:
-            self.store = torch.empty((self.capacity, self.m), dtype=torch.float32, device=dev)
-        step = block_rows(self.m, torch.float32, self.block_bytes)
-        for s in range(0, len(todo), step):
-            r = torch.as_tensor(todo[s:s + step], device=dev)
-            dest = self.store[self.count:self.count + len(r)]
-            torch.matmul(self.a_n[r], self.b_n.T, out=dest)
-            if self.sign == "abs":
-                dest.abs_()
-            self.slot[todo[s:s + step]] = np.arange(self.count, self.count + len(r))
-            self.count += len(r)
+        drop = np.zeros(self.n, bool)
+        drop[rows[stale]] = True
+        self.floor[rows[stale]] = np.inf
+        keep = ~drop[self.e_row]
+        self.e_row, self.e_col, self.e_val = self.e_row[keep], self.e_col[keep], self.e_val[keep]
 
-    def blocks(self, rows: np.ndarray):
-        """Yield (rows, matrix, index): the similarity rows of `rows` are matrix[index], read from the
-        cache where possible (no copy), else computed a block at a time."""
-        self._cache(rows)
-        dev = self.a_n.device
-        step = block_rows(self.m, torch.float32, self.block_bytes)
-        cached = rows[self.slot[rows] >= 0]
-        for s in range(0, len(cached), step):
-            r = cached[s:s + step]
-            yield r, self.store, self.slot[r]
-        rest = rows[self.slot[rows] < 0]
-        for s in range(0, len(rest), step):
-            r = rest[s:s + step]
-            yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign), np.arange(len(r))
+    def _scan_kept(self, rows: np.ndarray, U: np.ndarray, V: np.ndarray, margin: float, per_row: int):
+        """(rows, cols, overflow) over the kept entries of `rows`, in float32 as the block scan computes it."""
+        want = np.zeros(self.n, bool)
+        want[rows] = True
+        sel = want[self.e_row]
+        er, ec = self.e_row[sel], self.e_col[sel]
+        rc = (self.e_val[sel] - U.astype(np.float32)[er]) - V.astype(np.float32)[ec]
+        hit = rc > np.float32(-margin)
+        er, ec, rc = er[hit], ec[hit], rc[hit]
+        if len(er) <= per_row * len(rows):
+            return er, ec, False
+        order = np.lexsort((-rc, er))  # by row, largest reduced cost first
+        er, ec = er[order], ec[order]
+        rank = np.arange(len(er)) - np.searchsorted(er, er)
+        return er[rank < per_row], ec[rank < per_row], True
+
+    def _scan_block(self, r: np.ndarray, block: torch.Tensor, U: np.ndarray, V: np.ndarray, margin: float,
+                    per_row: int):
+        """(rows, cols, overflow) or None over a freshly computed block that could not be kept."""
+        dev = block.device
+        if _compiled(block):
+            hit = entries_above(block.numpy(), np.arange(len(r)), U[r], V, -margin, per_row * len(r))
+            if hit is not None:
+                return r[hit[0]], hit[1], False
+        rc = block - torch.as_tensor(U[r], dtype=torch.float32, device=dev)[:, None]
+        rc -= torch.as_tensor(V, dtype=torch.float32, device=dev)[None, :]
+        return _collect(rc, torch.as_tensor(r, device=dev), margin, per_row)
 
     def scan(self, U: np.ndarray, V: np.ndarray, t_row: np.ndarray, margin: float, per_row: int):
         """(rows, cols, overflow, rows_checked) of pairs with float32 s - U - V > -margin, over the
         rows whose threshold t_i (bound on every excluded s_ij) does not already clear them."""
-        dev = self.a_n.device
         empty = np.zeros(0, np.int64)
         unc_rows = np.nonzero(t_row + margin > U)[0]
         if len(unc_rows) == 0:
             return empty, empty, False, 0
+        # A kept list is complete for this round while U_i - 2 * margin stays above its floor (then no
+        # entry left out can reach s - U - V > -margin in float32, since V >= 0).
+        fresh = unc_rows[~(U[unc_rows] - 2 * margin >= self.floor[unc_rows])]
+        self._forget(fresh)
         found = []
-        v32 = torch.as_tensor(V, dtype=torch.float32, device=dev)
-        for r, mat, idx in self.blocks(unc_rows):
-            if dev.type == "cpu":
-                hit = entries_above(mat.numpy(), idx, U[r], V, -margin, per_row * len(r))
-                if hit is not None:
-                    found.append((r[hit[0]], hit[1], False))
-                    continue
-            rc = mat[torch.as_tensor(idx, device=dev)] - torch.as_tensor(U[r], dtype=torch.float32, device=dev)[:, None]
-            rc -= v32[None, :]
-            found.append(_collect(rc, torch.as_tensor(r, device=dev), margin, per_row))
+        for r, block in self._blocks(fresh):
+            if not self._keep(r, block, U[r] - max(KEEP_SLACK, 8 * margin)):
+                found.append(self._scan_block(r, block, U, V, margin, per_row))
+        kept = unc_rows[np.isfinite(self.floor[unc_rows])]
+        if len(kept):
+            found.append(self._scan_kept(kept, U, V, margin, per_row))
         found = [f for f in found if f is not None]
         if not found:
             return empty, empty, False, len(unc_rows)
