@@ -10,7 +10,8 @@ is within n * tol of the optimum (tol = 1e-9 by default): that is the certificat
 The check over all n * m pairs is cheap because the candidate pass keeps each row's K-th best
 similarity t_i: an excluded pair has s_ij <= t_i and V_j >= 0, so every row with t_i <= U_i is
 certified wholesale. The few remaining rows (features without a counterpart, losers of a split)
-are recomputed once, kept in memory, and re-checked in later rounds without another matmul.
+are recomputed once and their entries near U_i kept (a few hundred per row), which later rounds
+re-check without another matmul.
 Float32 similarities are trusted only up to a rounding bound; anything within it is re-evaluated
 in float64.
 """
