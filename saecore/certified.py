@@ -172,22 +172,13 @@ class _Scanner:
             r = rows[s:s + step]
             yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign)
 
-    def _keep(self, r: np.ndarray, block: torch.Tensor, floor: np.ndarray) -> bool:
-        """Keep the block's entries above each row's floor, if they fit in the budget."""
-        f32 = floor.astype(np.float32)
+    def _entries(self, r: np.ndarray, block: torch.Tensor, floor: np.ndarray):
+        """(rows, cols, values) of the block's entries above each row's float32 floor."""
         if _compiled(block):
-            t, j = entries_above(block.numpy(), np.arange(len(r)), f32, np.zeros(self.m, np.float32), 0.0)
-            vals = block.numpy()[t, j]
-        else:
-            ti, ji = torch.nonzero(block > torch.as_tensor(f32, device=block.device)[:, None], as_tuple=True)
-            vals, t, j = block[ti, ji].cpu().numpy(), ti.cpu().numpy(), ji.cpu().numpy()
-        if len(self.e_row) + len(t) > self.max_entries:
-            return False
-        self.e_row = np.concatenate([self.e_row, r[t]])
-        self.e_col = np.concatenate([self.e_col, j])
-        self.e_val = np.concatenate([self.e_val, vals])
-        self.floor[r] = f32
-        return True
+            t, j = entries_above(block.numpy(), np.arange(len(r)), floor, np.zeros(self.m, np.float32), 0.0)
+            return r[t], j, block.numpy()[t, j]
+        ti, ji = torch.nonzero(block > torch.as_tensor(floor, device=block.device)[:, None], as_tuple=True)
+        return r[ti.cpu().numpy()], ji.cpu().numpy(), block[ti, ji].cpu().numpy()
 
     def _forget(self, rows: np.ndarray) -> None:
         """Drop the kept entries of rows that are about to be computed again."""
@@ -239,10 +230,21 @@ class _Scanner:
         # entry left out can reach s - U - V > -margin in float32, since V >= 0).
         fresh = unc_rows[~(U[unc_rows] - 2 * margin >= self.floor[unc_rows])]
         self._forget(fresh)
-        found = []
+        found, new, room = [], [], self.max_entries - len(self.e_row)
         for r, block in self._blocks(fresh):
-            if not self._keep(r, block, U[r] - max(KEEP_SLACK, 8 * margin)):
+            floor = (U[r] - max(KEEP_SLACK, 8 * margin)).astype(np.float32)
+            got = self._entries(r, block, floor)
+            if len(got[0]) <= room:  # kept for later rounds, scanned below with the other kept rows
+                new.append(got)
+                room -= len(got[0])
+                self.floor[r] = floor
+            else:
                 found.append(self._scan_block(r, block, U, V, margin, per_row))
+        if new:
+            rows, cols, vals = zip(*new)
+            self.e_row = np.concatenate([self.e_row, *rows])
+            self.e_col = np.concatenate([self.e_col, *cols])
+            self.e_val = np.concatenate([self.e_val, *vals])
         kept = unc_rows[np.isfinite(self.floor[unc_rows])]
         if len(kept):
             found.append(self._scan_kept(kept, U, V, margin, per_row))
