@@ -27,7 +27,7 @@ import torch
 from saecore import sparse_assignment as sa
 from saecore.matching import Assignment, Top2, pair_scores, solve_dense
 from saecore.selection import entries_above, select
-from saecore.similarity import DEFAULT_BLOCK_BYTES, apply_sign, block_rows, check_sign
+from saecore.similarity import DEFAULT_BLOCK_BYTES, check_sign, similarity_blocks
 
 DEFAULT_K = 16
 # Rows without a standout best column keep WIDE_FACTOR * k candidates instead of k.
@@ -165,12 +165,10 @@ class _Scanner:
         self.e_val = np.zeros(0, np.float32)
 
     def _blocks(self, rows: np.ndarray):
-        """Yield (rows, similarity block) for `rows`, computed a bounded block at a time."""
-        dev = self.a_n.device
-        step = block_rows(self.m, torch.float32, self.block_bytes)
-        for s in range(0, len(rows), step):
-            r = rows[s:s + step]
-            yield r, apply_sign(self.a_n[torch.as_tensor(r, device=dev)] @ self.b_n.T, self.sign)
+        """Yield (rows, similarity block) for `rows`, a bounded block at a time (each block valid until the next)."""
+        a_rows = self.a_n[torch.as_tensor(rows, device=self.a_n.device)]
+        for start, block in similarity_blocks(a_rows, self.b_n, self.sign, budget_bytes=self.block_bytes):
+            yield rows[start:start + len(block)], block
 
     def _entries(self, r: np.ndarray, block: torch.Tensor, floor: np.ndarray):
         """(rows, cols, values) of the block's entries above each row's float32 floor."""
