@@ -173,12 +173,16 @@ class Prepared:
 
 
 def prepare(dec: torch.Tensor, dead: str = "include", device: str | torch.device = "auto") -> Prepared:
-    """Normalise a decoder on the chosen device; dead='exclude' leaves zero-norm rows out."""
+    """Normalise a decoder and move it to the chosen device; dead='exclude' leaves zero-norm rows out.
+
+    Normalising happens on the CPU whatever the device, so a GPU matches exactly the unit rows the CPU does.
+    """
     if dead not in DEAD_POLICIES:
         raise ValueError(f"dead must be one of {DEAD_POLICIES}, got {dead!r}")
     dev = resolve_device(device)
     dec = torch.as_tensor(dec)
-    unit, dead_rows = normalize_rows(dec.to(dev, torch.float32))
+    unit, dead_rows = normalize_rows(dec.to("cpu", torch.float32))
+    unit, dead_rows = unit.to(dev), dead_rows.to(dev)
     keep = np.arange(len(unit))
     if dead == "exclude":
         keep = torch.nonzero(~dead_rows).flatten().cpu().numpy()

@@ -27,8 +27,12 @@ def check_sign(sign: str) -> str:
 
 
 def normalize_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit-norm rows (zero rows stay zero, never 0/0) and the mask of zero rows."""
-    norms = matrix.norm(dim=1, keepdim=True)
+    """Unit-norm rows (zero rows stay zero, never 0/0) and the mask of zero rows, in the input's dtype.
+
+    Norms are summed in float64 and rounded once, and the division is correctly rounded, so the unit
+    rows do not depend on how a device orders its float32 sums.
+    """
+    norms = torch.linalg.vector_norm(matrix, dim=1, keepdim=True, dtype=torch.float64).to(matrix.dtype)
     dead = (norms == 0).flatten()
     return matrix / torch.where(norms == 0, torch.ones_like(norms), norms), dead
 

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 
 
 def both(a: torch.Tensor, b: torch.Tensor, sign: str = "signed", **kw):
-    cpu = certified_assignment(normalize_rows(a)[0], normalize_rows(b)[0], sign, **kw)
-    gpu = certified_assignment(normalize_rows(a.cuda())[0], normalize_rows(b.cuda())[0], sign, **kw)
+    """The same unit rows (normalised once, as `prepare` does) matched on the CPU and on the GPU."""
+    a_n, b_n = normalize_rows(a)[0], normalize_rows(b)[0]
+    cpu = certified_assignment(a_n, b_n, sign, **kw)
+    gpu = certified_assignment(a_n.cuda(), b_n.cuda(), sign, **kw)
     return cpu, gpu
 
 

@@ -141,3 +141,18 @@ def test_pairs_table_and_swapped_view():
     assert list(df.columns[:3]) == ["feature_a", "feature_b", "score"] and df["score"].is_monotonic_decreasing
     s = m.swapped()
     assert s.mcc == pytest.approx(m.mcc) and np.array_equal(s.partner_a, m.partner_b)
+
+
+def test_unit_rows_do_not_depend_on_the_order_of_the_norm_sum():
+    """A GPU sums a row's squares in another order than the CPU; the unit rows must not notice, or
+    PW-MCC moves by ~1e-8 between devices. Permuting the columns reorders the sum the same way."""
+    from saecore.matching import prepare
+    from saecore.similarity import normalize_rows
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 768, generator=gen) * torch.rand(3000, 1, generator=gen) * 10
+    perm = torch.randperm(768, generator=gen)
+    unit = normalize_rows(x)[0]
+    assert unit.dtype == torch.float32
+    assert torch.equal(normalize_rows(x[:, perm])[0], unit[:, perm])
+    assert torch.equal(prepare(x, device="cpu").unit, unit)
