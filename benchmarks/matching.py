@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                             r["x_matmul"] = r[clock] / mm[clock]
                         rows.append(r)
                 os.remove(path)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no"
     text = (f"# Exact matching benchmark\n\n{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
-            f"CUDA {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'} (torch {torch.__version__}), d_in {args.d_in}, seed {args.seed}. "
+            f"CUDA {gpu} (torch {torch.__version__}), d_in {args.d_in}, seed {args.seed}. "
             "seconds: wall clock; CPU s: process CPU time (all threads), steadier on a shared machine. "
             "× dense / × matmul: CPU time relative to the dense reference and to the float32 similarity "
             "matmul alone in the same run. PW-MCC is the mean matched cosine (signed).\n\n" + table(rows) + "\n")
