@@ -287,3 +287,26 @@ def test_certificate_scan_equals_brute_force_as_potentials_move(cache_bytes):
         assert not overflow and n_rows == unc.sum()
         assert set(zip(got_r.tolist(), got_c.tolist())) == want and len(got_r) == len(want)
         U = U + rng.normal(0, 0.04, 60) - (0.1 if rnd == 2 else 0.0)  # round 3: every potential falls
+
+
+def test_column_adjacency_and_edge_merging_keep_their_definitions():
+    """The counting-sort column adjacency equals a stable argsort by column, and merging edges into the
+    graph equals re-sorting the union with the first score of each pair kept."""
+    from saecore.certified import _Graph
+    from saecore.sparse_assignment import csc
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.sort(rng.integers(0, 300, 5000)), rng.integers(0, 200, 5000)
+    cptr, crows = csc(cols, rows, 200)
+    order = np.argsort(cols, kind="stable")
+    np.testing.assert_array_equal(crows, rows[order])
+    np.testing.assert_array_equal(cptr, np.searchsorted(cols[order], np.arange(201)))
+
+    g, first = _Graph(30, 20), {}
+    for _ in range(25):
+        r, c, s = rng.integers(0, 30, 40), rng.integers(0, 20, 40), rng.random(40)
+        g.add(r, c, s)
+        for key in zip(r.tolist(), c.tolist(), s.tolist()):
+            first.setdefault(key[:2], key[2])
+    assert np.all(np.diff(g.keys) > 0)
+    assert dict(zip(zip(g.rows.tolist(), g.cols.tolist()), g.scores.tolist())) == first
