@@ -61,6 +61,16 @@ def rounding_margin(d_in: int, max_potential: float = 1.0, device: torch.device 
     return 2.0 * (du / (1.0 - du) + 6 * 2.0 ** -24 * (1.0 + max_potential))
 
 
+def _distinct(keys: np.ndarray, first: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """np.unique(keys) (and, with first=True, each distinct key's first index) by sorting: numpy 2.4's
+    np.unique took 13.5 s on 8M int64 keys here, np.sort 0.2 s."""
+    order = np.argsort(keys, kind="stable") if first else None
+    ordered = keys[order] if first else np.sort(keys)
+    new = np.ones(len(ordered), bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    return ordered[new], (order[new] if first else None)
+
+
 class _Graph:
     """Candidate edges kept sorted by (row, col) (key row * m + col) with their float64 scores."""
 
@@ -87,7 +97,7 @@ class _Graph:
         so they are merged in rather than everything re-sorted (0.48 s -> 0.14 s over a 65,536² solve)."""
         keys = rows * self.m + cols
         if len(keys) > 1 and not np.all(keys[1:] > keys[:-1]):
-            keys, first = np.unique(keys, return_index=True)
+            keys, first = _distinct(keys, first=True)
             scores = scores[first]
         if len(self.keys):
             pos, found = self._find(keys)
@@ -348,8 +358,7 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
     cols = np.concatenate([row_idx.cpu().numpy()[keep], np.nonzero(has_best)[0], np.arange(n, dtype=np.int64)])
     info["wide_rows"] = int(wide.sum())
     del row_val, row_idx, vals
-    keys = np.unique(rows * m + cols)
-    rows, cols = keys // m, keys % m
+    rows, cols = np.divmod(_distinct(rows * m + cols)[0], m)
     lap("candidates")
     g = _Graph(n, m)
     g.add(rows, cols, pair_scores(a_n, b_n, rows, cols, sign))

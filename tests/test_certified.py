@@ -292,7 +292,7 @@ def test_certificate_scan_equals_brute_force_as_potentials_move(cache_bytes):
 def test_column_adjacency_and_edge_merging_keep_their_definitions():
     """The counting-sort column adjacency equals a stable argsort by column, and merging edges into the
     graph equals re-sorting the union with the first score of each pair kept."""
-    from saecore.certified import _Graph
+    from saecore.certified import _distinct, _Graph
     from saecore.sparse_assignment import csc
 
     rng = np.random.default_rng(0)
@@ -310,3 +310,8 @@ def test_column_adjacency_and_edge_merging_keep_their_definitions():
             first.setdefault(key[:2], key[2])
     assert np.all(np.diff(g.keys) > 0)
     assert dict(zip(zip(g.rows.tolist(), g.cols.tolist()), g.scores.tolist())) == first
+
+    keys = rng.integers(0, 500, 3000)
+    np.testing.assert_array_equal(_distinct(keys)[0], np.unique(keys))
+    for got, want in zip(_distinct(keys, first=True), np.unique(keys, return_index=True)):
+        np.testing.assert_array_equal(got, want)
