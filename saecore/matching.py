@@ -182,12 +182,11 @@ def prepare(dec: torch.Tensor, dead: str = "include", device: str | torch.device
     dev = resolve_device(device)
     dec = torch.as_tensor(dec)
     unit, dead_rows = normalize_rows(dec.to("cpu", torch.float32))
-    unit, dead_rows = unit.to(dev), dead_rows.to(dev)
     keep = np.arange(len(unit))
     if dead == "exclude":
-        keep = torch.nonzero(~dead_rows).flatten().cpu().numpy()
-        unit = unit[torch.as_tensor(keep, device=dev)]
-    return Prepared(dec, unit, keep, int(dead_rows.sum()), dead)
+        keep = torch.nonzero(~dead_rows).flatten().numpy()
+        unit = unit[torch.as_tensor(keep)]
+    return Prepared(dec, unit.to(dev), keep, int(dead_rows.sum()), dead)
 
 
 def match_decoders(dec_a: torch.Tensor, dec_b: torch.Tensor, sign: str = "signed", dead: str = "include",
