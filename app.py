@@ -14,6 +14,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # pages import the dashboard package beside this file
 
+from dashboard import presentation  # noqa: E402  (needs the path above)
+
 st.set_page_config(page_title="saecore: SAE feature consistency", page_icon="🧬", layout="wide")
 
 PAGES = [
@@ -27,4 +29,7 @@ PAGES = [
 
 pages = [st.Page(str(HERE / path), title=title, icon=icon, url_path=url, default=(url == "home"))
          for path, title, icon, url in PAGES if (HERE / path).is_file()]
-st.navigation(pages).run()
+present = presentation.active()
+page = st.navigation(pages, position="top" if present else "sidebar")
+presentation.draw_switch(present)
+page.run()

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import data, share
-from dashboard.router import ensure_router
-from dashboard.state import current_view, open_workspace, presentation_toggle, publish
-from saecore.overview import comparable_families
+from dashboard import data, page
+from dashboard.state import bound, open_workspace, publish
+from saecore.overview import comparable_families, family_labels
 from saecore.runs import Run, RunMeta
 from saecore.viewstate import DEADS, SIGNS, ViewState
 from saecore.workspace import Workspace
@@ -17,32 +16,38 @@ from saecore.workspace import Workspace
 CUSTOM = "(choose runs)"
 
 
-def _index(options: list, value, default: int = 0) -> int:
-    return options.index(value) if value in options else default
-
-
 def runs_selector(ws: Workspace, view: ViewState) -> tuple[ViewState, list[RunMeta]]:
     """Pick a family with ≥ 2 seeds, or any runs; returns the updated view and the chosen runs' metadata."""
     families = comparable_families(ws, final_only=False)
+    labels = family_labels(families)
     options = list(families) + [CUSTOM]
     current = view.family if view.family in families else (CUSTOM if view.runs else options[0])
-    family = st.selectbox("Family (same configuration, different seeds)", options, index=_index(options, current),
-                          help="Or choose any runs that share d_in with the last entry")
+    family = bound(st.selectbox, "pick_family", current, label="Family (same configuration, different seeds)",
+                   options=options, format_func=lambda k: labels.get(k, k),
+                   help=f"Full key: {current}" if current != CUSTOM else "Any runs that share d_in")
     if family != CUSTOM:
         return view.replace(family=family, runs=()), families[family]
     names = [r.name for r in ws.runs]
-    chosen = st.multiselect("Runs to compare (same d_in)", names, default=[n for n in view.runs if n in names])
+    chosen = bound(st.multiselect, "pick_runs", [n for n in view.runs if n in names],
+                   label="Runs to compare (same d_in)", options=names)
     return view.replace(family=None, runs=tuple(chosen)), [ws.run(n) for n in chosen]
 
 
 def sign_and_dead(view: ViewState) -> ViewState:
     """Signed / absolute cosine and what to do with zero-norm (dead) decoder rows."""
     c1, c2 = st.columns(2)
-    sign = c1.radio("Cosine", SIGNS, index=_index(list(SIGNS), view.sign), horizontal=True,
-                    format_func=lambda s: "signed (as the authors' code)" if s == "signed" else "absolute |cos|")
-    dead = c2.radio("Dead (zero-norm) rows", DEADS, index=_index(list(DEADS), view.dead), horizontal=True,
-                    format_func=lambda d: "include (score 0)" if d == "include" else "exclude")
+    sign = bound(c1.radio, "pick_sign", view.sign, label="Cosine", options=SIGNS, horizontal=True,
+                 format_func=lambda s: "signed (as the authors' code)" if s == "signed" else "absolute |cos|")
+    dead = bound(c2.radio, "pick_dead", view.dead, label="Dead (zero-norm) rows", options=DEADS, horizontal=True,
+                 format_func=lambda d: "include (score 0)" if d == "include" else "exclude")
     return view.replace(sign=sign, dead=dead)
+
+
+def family_title(view: ViewState, ws: Workspace, runs: list[Run]) -> str:
+    """How the chosen runs are named in captions and titles: the family's short label, or the run count."""
+    if view.family:
+        return family_labels(comparable_families(ws, final_only=False)).get(view.family, view.family)
+    return f"{len(runs)} chosen runs"
 
 
 def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, list[Run]]:
@@ -50,10 +55,7 @@ def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, l
 
     Stops the page (after saying why) when the workspace cannot be opened or fewer than two runs load.
     """
-    ensure_router()
-    view = presentation_toggle(current_view())
-    share.begin_report()
-    st.title(title)
+    view = page.start(title)
     ws, root = open_workspace(view)
     if ws is None:
         publish(view)

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, share
-from dashboard.pick import chosen_runs
-from dashboard.state import workspace_label
+from dashboard.pick import chosen_runs, family_title
+from dashboard.state import bound, publish, workspace_label
+from dashboard.tables import table
 from saecore.errors import InputError, SaecoreError
 from saecore.metrics import SHARED_THRESHOLD, frequency_bins, shared_fraction, shared_fraction_curve
 from saecore.overview import checkpoint_series, steps_table
@@ -31,7 +32,7 @@ except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
 
 first = next(iter(comp.matches.values()))
 chance = data.chance(runs[0].d_sae, runs[0].d_in, runs[1].d_sae, view.sign)
-label = view.family or f"{len(runs)} chosen runs"
+label = family_title(view, ws, runs)
 names = ", ".join(comp.names)
 settings = f"{sign_label(view.sign)}, dead rows {view.dead}d"
 
@@ -43,6 +44,9 @@ c4.metric("pairs", len(comp.pw.pairs))
 st.caption(f"{label}: {names}. {settings}. Matching on `{first.info.get('device', '?')}` "
            f"with the {first.info.get('method', '?')} solver; {comp.cached} of {len(comp.matches)} pairs from the cache.")
 
+share.key_numbers(f"PW-MCC of {label}", {
+    "PW-MCC": f"{comp.pw.mean:.4f} ± {comp.pw.std:.4f}", "chance": f"{chance:.4f}", "pairs": str(len(comp.pw.pairs)),
+    "runs": names, "settings": settings})
 matrix = comp.pw.matrix()
 cap = f"Pairwise MCC ({settings}) between the runs of {label}."
 share.chart(pwmcc_matrix_figure(comp.names, matrix, chance, cap),
@@ -64,7 +68,10 @@ cap = (f"Fraction of run A's features whose matched partner in run B has decoder
 share.chart(shared_fraction_figure(curves, chance, view.sign, cap), curve_df, cap, key="shared")
 
 st.subheader("Consistency by activation frequency")
-ref_name = st.selectbox("Reference run (its features are binned by how often they fire)", comp.names)
+ref_name = bound(st.selectbox, "consistency_reference", view.reference if view.reference in comp.names else comp.names[0],
+                 label="Reference run (its features are binned by how often they fire)", options=comp.names)
+view = view.replace(reference=ref_name)
+publish(view)
 ref = comp.names.index(ref_name)
 stats, why = data.stats(runs[ref].meta.path)
 freq = frequencies_of(runs[ref], stats)
@@ -74,7 +81,7 @@ else:
     source = "feature statistics" if stats is not None else "the run's sparsity file"
     consistency = comp.feature_consistency(ref)
     bins = frequency_bins(freq, consistency["mean_score"].to_numpy())
-    st.dataframe(bins, hide_index=True)
+    table(bins)
     share.table_section("Frequency bins", bins)
     cap = (f"Features of {ref_name} in 5 equal-width bins of log10 firing fraction (from {source}); per-feature score = "
            f"mean matched {sign_label(view.sign)} against the other {len(runs) - 1} run(s) of {label}. "
@@ -83,15 +90,13 @@ else:
     cap = (f"Each frequency bin's share of the mean per-feature score of {ref_name} ({label}, {settings}): "
            "bars = bin contribution (sum of its scores / all features), line = cumulative sum (ends at the mean), "
            "dotted = share of features in the bin (right axis).")
-    share.chart(contribution_figure(bins, chance, cap), bins, cap, key="contribution")
+    share.chart(contribution_figure(bins, cap), bins, cap, key="contribution")
 
 if view.family:
     series = checkpoint_series(ws, view.family)
     usable = {s: m for s, m in series.items() if len(m) >= 2}
-    st.subheader("PW-MCC during training")
-    if not usable:
-        st.info("No checkpoints with two or more seeds were found for this family.")
-    else:
+    if len(usable) >= 2:  # one checkpoint is a point, not a trajectory
+        st.subheader("PW-MCC during training")
         results = []
         for step, step_metas in usable.items():
             step_runs, step_problems = data.runs(step_metas, root_s)

@@ -8,16 +8,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import data
-from dashboard.router import ensure_router
-from dashboard.state import current_view, open_workspace, presentation_toggle, publish, roots
+from dashboard import data, page
+from dashboard.state import open_workspace, publish, roots
 from saecore.access import AccessError, resolve_inside
 from saecore.errors import SaecoreError
 from saecore.explain_plan import parse_indices
+from saecore.text import plural
 
-ensure_router()
-view = presentation_toggle(current_view())
-st.title("📝 Explanations")
+view = page.start("📝 Explanations")
 ws, root = open_workspace(view)
 publish(view)
 if ws is None:
@@ -45,8 +43,16 @@ with gen_tab:
     if explain is None:
         st.info("Generating explanations is not available in this build.")
     else:
-        from saecore.explain import DEFAULT_ENDPOINT, DEFAULT_MODEL, ExplainerConfig, build_client, sample_features
+        from saecore.explain import (API_KEY_ENV, DEFAULT_ENDPOINT, DEFAULT_MODEL, EndpointStatus, ExplainerConfig,
+                                     build_client, endpoint_help, generate_blocker, key_fingerprint, model_note,
+                                     probe_endpoint, resolve_api_key, sample_features)
         from saecore.explain_plan import estimate
+        from saecore.explainer_server import start_help
+
+        @st.cache_data(ttl=10, show_spinner=False)
+        def probe(url: str, fingerprint: str, _key: str | None) -> EndpointStatus:
+            """The endpoint's status, asked at most every 10 s per URL and key (the key itself is not cached)."""
+            return probe_endpoint(url, _key)
 
         with_ctx = [c["run"] for c in counts if c["has contexts"]]
         if not with_ctx:
@@ -73,15 +79,37 @@ with gen_tab:
                     st.error(str(exc))
                     features = []
             c3, c4 = st.columns(2)
-            endpoint = c3.text_input("Endpoint (OpenAI-compatible base URL)", value=DEFAULT_ENDPOINT, key="explain_endpoint")
+            endpoint = c3.text_input("Endpoint (OpenAI-compatible base URL)", value=DEFAULT_ENDPOINT,
+                                     key="explain_endpoint")
+            status_slot = c3.empty()
             model = c4.text_input("Model", value=DEFAULT_MODEL)
-            api_key = st.text_input("API key (not needed for a local server; never saved to disk or put in the URL)",
+            k1, k2 = st.columns(2)
+            api_key = k1.text_input("API key (not needed for a local server; never saved to disk or put in the URL)",
                                     type="password", value="", key="explain_api_key")
+            key_env = k2.text_input("API key environment variable (used when the key field is empty)",
+                                    value=API_KEY_ENV, key="explain_key_env").strip()
+            if not api_key.strip() and key_env:
+                env_state = "set (value hidden)" if resolve_api_key(None, key_env) else "not set"
+                k2.caption(f"`{key_env}` is {env_state} in the dashboard's environment.")
+            key = resolve_api_key(api_key, key_env)
+            status = probe(endpoint.strip(), key_fingerprint(key), key)
+            (status_slot.success if status.reachable else status_slot.warning)(status.describe())
+            note = model_note(status, model.strip())
+            if note:
+                st.warning(f"Check the model name: {note}.")
+            st.button("Check again", key="explain_recheck", on_click=probe.clear,
+                      help="ask the endpoint again now instead of reusing the answer of the last 10 s")
+            if not status.reachable:
+                with st.container(border=True):
+                    st.markdown("**No explainer answers at this endpoint.** Either:")
+                    st.markdown("**(a) Start the local explainer** " + start_help())
+                    st.markdown("**(b) Use any OpenAI-compatible endpoint**: " + endpoint_help(key_env))
             with st.expander("Request settings and prices"):
                 d1, d2, d3 = st.columns(3)
                 max_tokens = int(d1.number_input("max tokens per answer", min_value=5, value=30))
                 concurrency = int(d2.number_input("parallel requests", min_value=1, max_value=16, value=2))
-                retries = int(d3.number_input("retries per request", min_value=0, max_value=8, value=2, key="explain_retries"))
+                retries = int(d3.number_input("retries per request", min_value=0, max_value=8, value=2,
+                                              key="explain_retries"))
                 p1, p2 = st.columns(2)
                 price_in = p1.number_input("$ per 1M prompt tokens", min_value=0.0, value=0.0)
                 price_out = p2.number_input("$ per 1M completion tokens", min_value=0.0, value=0.0)
@@ -93,27 +121,32 @@ with gen_tab:
                             config.n_top, config.n_quantile)
             st.info(f"Estimate: {plan.summary()}. Time assumes ~100 tokens/s decoding (a small local model); "
                     "answers are cached, so a stopped job resumes where it left off.")
-            if st.button("Generate explanations", type="primary", key="explain_start", disabled=not features):
+            blocked = generate_blocker(features, status)
+            if st.button("Generate explanations", type="primary", key="explain_start", disabled=blocked is not None,
+                         help=f"off: {blocked}" if blocked else None):
                 bar = st.progress(0.0, text="starting…")
 
                 def progress(done: int, total: int, message: str) -> None:
                     bar.progress(done / max(total, 1), text=f"{done}/{total} · {message}")
 
                 try:
-                    client = build_client(config, api_key.strip() or None)
+                    client = build_client(config, key, key_env or API_KEY_ENV)
                     report = explain(meta.path, client, config, features, progress=progress)
                 except (SaecoreError, OSError, ValueError) as exc:
                     st.error(f"Explanation job stopped: {exc}")
                 else:
-                    st.success(f"{report.n_ok} features explained ({report.n_cached} from the cache), "
-                               f"{report.n_failed} failed, in {report.wall_seconds:.1f} s; "
-                               f"{report.prompt_tokens:,} prompt and {report.completion_tokens:,} completion tokens.")
+                    st.success(f"{plural(report.n_ok, 'feature')} explained ({report.n_cached:,} from the cache), "
+                               f"{report.n_failed:,} failed, in {report.wall_seconds:.1f} s; "
+                               f"{plural(report.prompt_tokens, 'prompt token')} and "
+                               f"{plural(report.completion_tokens, 'completion token')}.")
                     if report.stored_to:
                         st.caption(f"Stored in {report.stored_to}")
                     failures = report.failures()
                     if failures:
                         st.dataframe(pd.DataFrame({"feature": list(failures), "problem": list(failures.values())}),
                                      hide_index=True)
+            if blocked:
+                st.caption(f"Generate is off: {blocked}.")
 
 with import_tab:
     if importer is None:
@@ -131,23 +164,28 @@ with import_tab:
         preview = b1.button("Check without storing", key="import_check")
         store = b2.button("Import and store", type="primary", key="import_store")
         if preview or store:
+            # An upload is read from a temporary copy; every message names the uploaded file instead.
+            shown = Path(upload.name).name if upload is not None else None
+            tmp = ""
             try:
                 with tempfile.TemporaryDirectory() as tmp:
-                    if upload is not None:
-                        source = Path(tmp) / Path(upload.name).name
+                    if shown is not None:
+                        source = Path(tmp) / shown
                         source.write_bytes(upload.getvalue())
                     elif source_text.strip():
                         source = resolve_inside(source_text, roots(), data.base_dir())
                     else:
                         raise AccessError("choose a file to upload or give a path")
                     report = importer(source, ws.run(target), explainer=explainer, source_id=source_id,
-                                      store=store, label=label)
+                                      store=store, label=label, display_name=shown)
             except (SaecoreError, OSError, ValueError) as exc:
-                st.error(f"Import failed: {exc}")
+                message = str(exc) if not (shown and tmp) else str(exc).replace(str(Path(tmp) / shown), shown)
+                st.error(f"Import failed: {message}")
             else:
                 verb = "Stored" if store else "Would store"
-                st.success(f"{verb} {report.features} explanations for {target} from {report.records} records "
-                           f"({report.format} format; explainer {report.chosen_explainer or 'by rule'}).")
+                st.success(f"{verb} {plural(report.features, 'explanation')} for {target} from "
+                           f"{plural(report.records, 'record')} in {report.source} ({report.format} format; "
+                           f"explainer {report.chosen_explainer or 'by rule'}).")
                 st.caption(f"Rule for several explanations of one feature: {report.rule}.")
                 summary = pd.DataFrame([
                     {"what": "records read", "count": report.records},

@@ -5,22 +5,19 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, share
-from dashboard.router import ensure_router
-from dashboard.state import current_view, open_workspace, presentation_toggle, publish, roots, workspace_label
+from dashboard import data, page, share
+from dashboard.state import bound, open_workspace, publish, roots, workspace_label
+from dashboard.tables import table
 from saecore.errors import SaecoreError
-from saecore.overview import comparable_families, family_summary, runs_table
+from saecore.overview import comparable_families, family_labels, family_summary, runs_table
 from saecore.plots.consistency import family_summary_figure, sign_label
 
-ensure_router()
-view = presentation_toggle(current_view())
-share.begin_report()
-st.title("🧬 SAE feature consistency")
-st.markdown("Did SAEs trained with different seeds learn the same features? Open a workspace of runs to compare them.")
+view = page.start("🧬 SAE feature consistency", "Did SAEs trained with different seeds learn the same features? "
+                  "Open a workspace of runs to compare them.")
 
 with st.container(key="controls"):
-    path = st.text_input("Workspace folder", value=view.workspace,
-                         help="A folder under one of the allowed roots: " + ", ".join(str(r) for r in roots()))
+    path = bound(st.text_input, "home_workspace", view.workspace, label="Workspace folder",
+                 help="A folder under one of the allowed roots: " + ", ".join(str(r) for r in roots()))
 view = view.replace(workspace=path.strip() or view.workspace)
 ws, root = open_workspace(view)
 publish(view)
@@ -29,6 +26,7 @@ if ws is None:
 
 root_s = str(root)
 families = ws.families
+labels = family_labels(families)
 comparable = comparable_families(ws)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Runs", len(ws.runs))
@@ -46,27 +44,31 @@ for meta in ws.runs:
         warnings[meta.name] = data.run(meta, root_s).warnings()
     except (SaecoreError, OSError, ValueError) as exc:  # shown beside the run; the page goes on with the others
         warnings[meta.name] = [f"cannot load: {getattr(exc, 'problem', exc)}"]
-    table, _ = data.explanations(meta.path)
-    explained[meta.name] = 0 if table is None else int(table["feature"].nunique())
+    expl, _ = data.explanations(meta.path)
+    explained[meta.name] = 0 if expl is None else int(expl["feature"].nunique())
 runs_df = runs_table(ws, explained, warnings)
+runs_df["family"] = runs_df["family"].map(labels)
 runs_df = runs_df[[c for c in runs_df.columns
                    if runs_df[c].notna().any() and (runs_df[c] != "").any()
                    and not (c == "explanations" and runs_df[c].sum() == 0)]]
-st.dataframe(runs_df, hide_index=True, column_config={
+# Architecture and sparsity are part of the family's label: the table keeps to the screen's width without them.
+table(runs_df, column_order=[c for c in runs_df.columns if c not in ("architecture", "sparsity")], column_config={
     "L0": st.column_config.NumberColumn(format="%.1f"), "FVU": st.column_config.NumberColumn(format="%.3f"),
     "explanations": st.column_config.NumberColumn("explained features")})
 share.table_section("Runs", runs_df, f"Every run found under {workspace_label(root)}.")
 if ws.errors:
     st.warning(f"{len(ws.errors)} path(s) looked like runs but could not be read:")
     errors_df = pd.DataFrame([{"path": e.path, "problem": e.reason} for e in ws.errors])
-    st.dataframe(errors_df, hide_index=True)
+    table(errors_df)
     share.table_section("Unreadable paths", errors_df)
 
 st.subheader("Families")
-fam_df = pd.DataFrame([{"architecture": v[0].architecture, "sparsity": v[0].sparsity, "step": v[0].step,
-                        "runs": len(v), "seeds": ", ".join(str(r.seed) for r in v),
-                        "shape": f"{v[0].d_in} × {v[0].d_sae}", "family": k} for k, v in families.items()])
-st.dataframe(fam_df.dropna(axis=1, how="all"), hide_index=True)
+fam_df = pd.DataFrame([{"family": labels[k], "architecture": v[0].architecture, "sparsity": v[0].sparsity,
+                        "step": v[0].step, "runs": len(v), "seeds": ", ".join(str(r.seed) for r in v),
+                        "shape": v[0].shape, "key": k} for k, v in families.items()])
+table(fam_df.dropna(axis=1, how="all"), column_config={"key": st.column_config.TextColumn(
+    "family key", help="The full key: format/architecture/sparsity/shape/model/hook/step")})
+share.table_section("Families", fam_df)
 
 st.subheader("PW-MCC across families")
 if not comparable:
@@ -74,19 +76,20 @@ if not comparable:
     st.info("No family of final runs has two or more seeds yet: PW-MCC needs at least two seeds of one configuration."
             + (f" {with_steps} checkpoint families can be compared on the Consistency page." if with_steps else ""))
 else:
-    results, chances = [], {}
+    results, chances, numbers = [], {}, {}
     for key, metas in comparable.items():
         loaded, problems = data.runs(metas, root_s)
         for p in problems:
-            st.error(f"Family {key}: {p}")
+            st.error(f"Family {labels[key]}: {p}")
         if len(loaded) < 2:
             continue
         try:
             comp = data.comparison(loaded, view.sign, view.dead)
         except (SaecoreError, OSError, ValueError, RuntimeError) as exc:  # one bad family must not hide the others
-            st.error(f"Family {key}: {exc}")
+            st.error(f"Family {labels[key]}: {exc}")
             continue
         results.append((key, metas, comp.pw))
+        numbers[labels[key]] = f"{comp.pw.mean:.3f} ± {comp.pw.std:.3f} ({len(comp.pw.pairs)} pairs)"
         shape = f"({metas[0].d_sae} latents, d_in {metas[0].d_in})"
         chances[shape] = data.chance(metas[0].d_sae, metas[0].d_in, metas[0].d_sae, view.sign)
     summary = family_summary(results)
@@ -96,6 +99,8 @@ else:
                    f"{view.dead}d. Open circles: single pairs; diamonds: family mean. Dashed: chance level "
                    "(random dictionaries of the same shape).")
         fig = family_summary_figure(summary, chances, caption)
-        share.chart(fig, summary, caption, key="family_summary")
+        share.key_numbers("PW-MCC per family (mean ± std over seed pairs)",
+                          {**numbers, **{f"chance {k}": f"{v:.3f}" for k, v in chances.items()}})
+        share.chart(fig, summary.assign(family_label=summary["family"].map(labels)), caption, key="family_summary")
 
 share.report_button("SAE workspace overview", f"Workspace {workspace_label(root)}")

@@ -10,27 +10,42 @@ import streamlit as st
 from dashboard import data, share
 from dashboard.panels import feature_panel
 from dashboard.pick import chosen_runs
-from dashboard.state import publish, workspace_label
+from dashboard.state import bind, bound, publish, published, workspace_label
+from dashboard.tables import selected_feature, table
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
-from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, filter_pairs, frequencies_of,
-                           neighbours, pair_of, pair_table)
+from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, filter_pairs, first_pair,
+                           frequencies_of, neighbours, pair_of, pair_table, partner_in_a, sort_pairs)
 from saecore.plots.consistency import sign_label
+from saecore.viewstate import ORDER_LABELS, ORDERS, VIEWS
 
-SORTS = {"score (high → low)": ("score", False), "score (low → high)": ("score", True),
-         "feature of run A": ("feature_a", True), "frequency in run A (high → low)": ("freq_a", False)}
-_LAST_SELECTION = "_pairs_last_selection"
+COSINE = {"cosine": st.column_config.NumberColumn(format="%.3f")}
 
-view, _, root, runs = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
+FEATURE = "pair_feature"  # the open pair's run-A feature (a widget key; callbacks below move it)
+REFILTER = "_pairs_refiltered"  # set when a filter changed: a hidden open pair gives way to the first shown one
+
+
+def _open(feature: int | None) -> None:
+    if feature is not None:
+        st.session_state[FEATURE] = int(feature)
+
+
+def _refiltered() -> None:
+    st.session_state[REFILTER] = True
+
+
+view, ws, root, runs = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
 root_s = str(root)
 names = [r.name for r in runs]
 with st.container(key="controls_runs"):
     c1, c2, c3 = st.columns([2, 2, 2])
-    a_name = c1.selectbox("Run A", names, index=names.index(view.run_a) if view.run_a in names else 0)
+    a_name = bound(c1.selectbox, "pairs_run_a", view.run_a if view.run_a in names else names[0], label="Run A",
+                   options=names)
     b_options = [n for n in names if n != a_name]
-    b_name = c2.selectbox("Run B", b_options, index=b_options.index(view.run_b) if view.run_b in b_options else 0)
-    mode = c3.radio("Show", ["pair", "seeds"], index=0 if view.view == "pair" else 1, horizontal=True,
-                    format_func=lambda v: "A ↔ B pair" if v == "pair" else "same feature in all runs")
+    b_name = bound(c2.selectbox, f"pairs_run_b_{a_name}", view.run_b if view.run_b in b_options else b_options[0],
+                   label="Run B", options=b_options)
+    mode = bound(c3.radio, "pairs_mode", view.view, label="Show", options=list(VIEWS), horizontal=True,
+                 format_func=lambda v: "A ↔ B pair" if v == "pair" else "same feature in all runs")
 view = view.replace(run_a=a_name, run_b=b_name, view=mode)
 ia, ib = names.index(a_name), names.index(b_name)
 
@@ -48,61 +63,70 @@ stats_b, _ = data.stats(run_b.meta.path)
 freq_a, freq_b = frequencies_of(run_a, stats_a), frequencies_of(run_b, stats_b)
 expl_a, _ = data.explanations(run_a.meta.path)
 expl_b, _ = data.explanations(run_b.meta.path)
-table = pair_table(match, freq_a, freq_b, explanation_map(expl_a), explanation_map(expl_b))
+pairs = pair_table(match, freq_a, freq_b, explanation_map(expl_a), explanation_map(expl_b))
+no_text = expl_a is None and expl_b is None
 
 with st.expander("Filter and sort the pairs", expanded=not view.present):
     f1, f2 = st.columns(2)
-    lo = float(np.floor(min(table["score"].min(), 0.0) * 100) / 100) if len(table) else -1.0
-    score_range = f1.slider("Match score", min_value=lo, max_value=1.0, value=(lo, 1.0), step=0.01)
+    lo = float(np.floor(min(pairs["score"].min(), 0.0) * 100) / 100) if len(pairs) else -1.0
+    full = (lo, 1.0)
+    wanted = tuple(min(max(v, lo), 1.0) for v in view.score) if view.score else full
+    score_range = bound(f1.slider, f"pairs_score_{ia}_{ib}", wanted, label="Match score", min_value=lo, max_value=1.0, step=0.01,
+                        on_change=_refiltered)
+    view = view.replace(score=None if tuple(score_range) == full else tuple(score_range))
     freq_range = (None, None)
-    finite = table["freq_a"][table["freq_a"] > 0] if freq_a is not None else []
+    finite = pairs["freq_a"][pairs["freq_a"] > 0] if freq_a is not None else []
+    lmin = lmax = 0
     if len(finite):
         lmin, lmax = math.floor(np.log10(finite.min())), math.ceil(np.log10(finite.max()))
-        if lmax > lmin:
-            lr = f2.slider("log10 firing fraction in run A", min_value=lmin, max_value=lmax, value=(lmin, lmax))
-            if lr != (lmin, lmax):
-                freq_range = (10.0 ** lr[0], 10.0 ** lr[1])
+    if lmax > lmin:
+        wanted = tuple(min(max(v, lmin), lmax) for v in view.log_freq) if view.log_freq else (lmin, lmax)
+        lr = bound(f2.slider, f"pairs_freq_{ia}_{ib}", wanted, label="log10 firing fraction in run A", min_value=lmin,
+                   max_value=lmax, on_change=_refiltered)
+        view = view.replace(log_freq=None if tuple(lr) == (lmin, lmax) else tuple(lr))
+        if view.log_freq:
+            freq_range = (10.0 ** lr[0], 10.0 ** lr[1])
     else:
         f2.caption("Frequency filter: no activation frequencies for run A.")
     f3, f4, f5 = st.columns([1, 2, 2])
-    explained = f3.checkbox("Has explanation", value=False, disabled=expl_a is None and expl_b is None)
-    text = f4.text_input("Search explanations", value="", disabled=expl_a is None and expl_b is None)
-    sort = f5.selectbox("Order", list(SORTS))
+    explained = bound(f3.checkbox, "pairs_explained", view.explained, label="Has explanation", disabled=no_text,
+                      on_change=_refiltered)
+    text = bound(f4.text_input, "pairs_search", view.search, label="Search explanations", disabled=no_text,
+                 on_change=_refiltered)
+    order_key = bound(f5.selectbox, "pairs_order", view.order, label="Order", options=list(ORDERS),
+                      format_func=ORDER_LABELS.get)
+view = view.replace(explained=explained, search=text.strip(), order=order_key)
 flt = PairFilter(score_range[0], score_range[1], freq_range[0], freq_range[1], explained, text)
-shown = filter_pairs(table, flt)
-col, ascending = SORTS[sort]
-shown = shown.sort_values(col, ascending=ascending, kind="stable", na_position="last").reset_index(drop=True)
+shown = sort_pairs(filter_pairs(pairs, flt), order_key)
 order = shown["feature_a"].tolist()
 
-st.caption(f"{len(shown):,} of {len(table):,} matched pairs of `{a_name}` ↔ `{b_name}` "
+wanted = view.feature if view.feature is not None and view.feature < run_a.d_sae else first_pair(shown)
+if st.session_state.pop(REFILTER, False) and wanted not in order and order:
+    wanted = first_pair(shown)
+bind(FEATURE, wanted if wanted is not None else 0)
+
+st.caption(f"{len(shown):,} of {len(pairs):,} matched pairs of `{a_name}` ↔ `{b_name}` "
            f"({sign_label(view.sign)}, dead rows {view.dead}d). Select a row to open the pair.")
 visible = [c for c in shown.columns if not (c.startswith(("explanation_", "freq_")) and shown[c].isna().all())]
-event = st.dataframe(
-    shown, hide_index=True, column_order=visible, on_select="rerun", selection_mode="single-row", key=f"pair_table_{ia}_{ib}", height=280,
-    column_config={"feature_a": "feature A", "feature_b": "feature B", "runner_up_b": "runner-up in B",
-                   "explanation_a": "explanation A", "explanation_b": "explanation B",
-                   "score": st.column_config.ProgressColumn("match score", min_value=-1.0 if lo < 0 else 0.0, max_value=1.0,
-                                                            format="%.3f"),
-                   "runner_up_b_score": st.column_config.NumberColumn("runner-up cosine", format="%.3f"),
-                   "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e"),
-                   "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e")})
-rows = list(event.selection.rows) if event is not None else []
-last = st.session_state.get(_LAST_SELECTION)
-st.session_state[_LAST_SELECTION] = (ia, ib, rows)
-feature = view.feature
-if rows and last != (ia, ib, rows) and rows[0] < len(shown):
-    feature = int(shown.iloc[rows[0]]["feature_a"])
-if feature is None or feature >= run_a.d_sae:
-    feature = order[0] if order else 0
+current = st.session_state[FEATURE]
+table_key = f"pair_table_{ia}_{ib}_{current}"  # a fresh table per open pair: its row is the one selected
+table(shown, column_order=visible, height=280, key=table_key, selection_mode="single-row",
+      selection_default={"selection": {"rows": [order.index(current)] if current in order else []}},
+      on_select=lambda: _open(selected_feature(st.session_state[table_key], order)),
+      column_config={"feature_a": "feature A", "feature_b": "feature B", "runner_up_b": "runner-up in B",
+                     "explanation_a": "explanation A", "explanation_b": "explanation B",
+                     "score": st.column_config.ProgressColumn("match score", min_value=-1.0 if lo < 0 else 0.0,
+                                                              max_value=1.0, format="%.3f"),
+                     "runner_up_b_score": st.column_config.NumberColumn("runner-up cosine", format="%.3f"),
+                     "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e"),
+                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e")})
 
-prev_f, next_f = neighbours(order, feature)
+prev_f, next_f = neighbours(order, current)
 n1, n2, n3 = st.columns([1, 2, 1])
-if n1.button("◀ Previous", disabled=prev_f is None, width="stretch"):
-    feature = prev_f
-if n3.button("Next ▶", disabled=next_f is None, width="stretch"):
-    feature = next_f
-feature = int(n2.number_input(f"Feature of run A ({a_name})", min_value=0, max_value=run_a.d_sae - 1, value=int(feature),
-                              step=1))
+n1.button("◀ Previous", disabled=prev_f is None, width="stretch", on_click=_open, args=(prev_f,))
+n3.button("Next ▶", disabled=next_f is None, width="stretch", on_click=_open, args=(next_f,))
+feature = int(published(FEATURE, n2.number_input(f"Feature of run A ({a_name})", min_value=0,
+                                                 max_value=run_a.d_sae - 1, step=1, key=FEATURE)))
 view = view.replace(feature=feature)
 publish(view)
 position = f"{order.index(feature) + 1} of {len(order)} in the filtered list" if feature in order else "not in the filtered list"
@@ -123,14 +147,23 @@ if view.view == "pair":
         sim = data.explanation_similarity(run_a.meta.path, feature, run_b.meta.path, partner)
         if sim is not None:
             st.metric("explanation similarity", f"{sim:.3f}", help="cosine of the two explanations' sentence embeddings")
+        share.key_numbers(f"{a_name} feature {feature} ↔ {b_name} feature {partner}", {
+            f"match score ({sign_label(view.sign)})": "unmatched" if partner is None else f"{score:.4f}",
+            "explanation similarity": "–" if sim is None else f"{sim:.3f}", "chance MCC": f"{chance:.3f}"})
         cand = candidates(run_a, feature, run_b, k=5, sign=view.sign)
         cand["matched"] = np.where(cand["feature"] == (partner if partner is not None else -1), "✓", "")
-        st.markdown(f"Closest features in run B ({b_name})")
-        st.dataframe(cand, hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
+        cand_features = cand["feature"].tolist()
+        st.markdown(f"Closest features in run B ({b_name}); select one to open its own pair")
+        cand_key = f"candidates_b_{ia}_{ib}_{feature}"
+        table(cand, key=cand_key, selection_mode="single-row", column_config=COSINE,
+              on_select=lambda: _open(partner_in_a(match, selected_feature(st.session_state[cand_key], cand_features))))
         if partner is not None:
             back = candidates(run_b, partner, run_a, k=5, sign=view.sign)
-            st.markdown(f"Closest features in run A to B's feature {partner}")
-            st.dataframe(back, hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
+            back_features = back["feature"].tolist()
+            st.markdown(f"Closest features in run A to B's feature {partner}; select one to open it")
+            back_key = f"candidates_a_{ia}_{ib}_{feature}"
+            table(back, key=back_key, selection_mode="single-row", column_config=COSINE,
+                  on_select=lambda: _open(selected_feature(st.session_state[back_key], back_features)))
         share.table_section(f"Candidates in {b_name} for {a_name} feature {feature}", cand,
                             f"Decoder {sign_label(view.sign)}; the optimal one-to-one match is marked ✓.")
     for sec in (sec_a, sec_b):

@@ -5,23 +5,21 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, share
-from dashboard.router import ensure_router
+from dashboard import data, page, share
 from dashboard.pick import sign_and_dead
-from dashboard.state import current_view, open_workspace, presentation_toggle, publish, workspace_label
+from dashboard.state import bound, open_workspace, publish, workspace_label
+from dashboard.tables import table
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
-from saecore.overview import comparable_families, explained_pair
+from saecore.overview import comparable_families, explained_pair, family_labels, seed_text
 from saecore.plots.consistency import sign_label
 from saecore.plots.semantic import bins_frame, binned_figure, semantic_scatter
 from saecore.viewstate import to_params
 
-ensure_router()
-view = presentation_toggle(current_view())
-share.begin_report()
-st.title("💬 Consistency vs semantics")
-st.markdown("Matched features with a high decoder cosine should also be explained alike. Each point is a matched "
-            "pair of two seeds; its explanation similarity is the cosine of the two explanations' sentence embeddings.")
+view = page.start("💬 Consistency vs semantics",
+                  "Matched features with a high decoder cosine should also be explained alike. Each point is a "
+                  "matched pair of two seeds; its explanation similarity is the cosine of the two explanations' "
+                  "sentence embeddings.")
 ws, root = open_workspace(view)
 if ws is None:
     publish(view)
@@ -36,18 +34,24 @@ families = comparable_families(ws)
 counts: dict[str, int] = {}
 for metas in families.values():
     for m in metas:
-        table, _ = data.explanations(m.path)
-        counts[m.name] = 0 if table is None else int(table["feature"].nunique())
+        expl, _ = data.explanations(m.path)
+        counts[m.name] = 0 if expl is None else int(expl["feature"].nunique())
 eligible = {k: v for k, v in families.items() if explained_pair([m.name for m in v], counts) is not None}
 if not eligible:
     publish(view)
     st.info("No family has two runs with explanations yet. Generate or import explanations on the Explanations page.")
     st.stop()
 
+labels = family_labels(families)
 with st.container(key="controls"):
-    default = [view.family] if view.family in eligible else list(eligible)
-    chosen = st.multiselect("Families (one seed pair each, shown side by side)", list(eligible), default=default)
-    view = sign_and_dead(view)
+    if view.families is not None:
+        default = [k for k in view.families if k in eligible]
+    else:
+        default = [view.family] if view.family in eligible else list(eligible)
+    chosen = bound(st.multiselect, "semantics_families", default, label="Families (one seed pair each, side by side)",
+                   options=list(eligible), format_func=lambda k: labels.get(k, k),
+                   help="Full keys: " + "; ".join(default))
+    view = sign_and_dead(view.replace(families=chosen))
 publish(view)
 if not chosen:
     st.info("Choose at least one family.")
@@ -64,7 +68,7 @@ for key in chosen:
     a_name, b_name = explained_pair(names, counts, (view.run_a, view.run_b))
     runs, problems = data.runs(metas, root_s)
     for p in problems:
-        st.error(f"Family {key}: cannot load run {p}")
+        st.error(f"Family {labels[key]}: cannot load run {p}")
     loaded = [r.name for r in runs]
     if a_name not in loaded or b_name not in loaded or len(runs) < 2:
         continue
@@ -77,12 +81,12 @@ for key in chosen:
                      data.explanations_version(rb.meta.path))
         res = data.semantic_result(match, cache_key, ra.meta.path, rb.meta.path)
     except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
-        st.error(f"Family {key}: {exc}")
+        st.error(f"Family {labels[key]}: {exc}")
         continue
     if res is None:
         continue
-    setting = metas[0].architecture + ("" if metas[0].sparsity == "-" else f" {metas[0].sparsity}")
-    label = f"{setting}: {a_name} ↔ {b_name}"
+    seeds = {m.name: seed_text(m) for m in metas}
+    label = f"{labels[key].split(' · ')[0]}: {seeds[a_name]} ↔ {seeds[b_name]}"
     results[label] = res
     where[label] = (key, a_name, b_name)
 
@@ -102,9 +106,15 @@ for label, r in results.items():
         "embedder": r.embedder})
 stats_df = pd.DataFrame(stats_rows)
 st.subheader("Correlation of match score with explanation similarity")
-st.dataframe(stats_df, hide_index=True, column_config={
+table(stats_df, column_config={
     c: st.column_config.NumberColumn(format="%.3f") for c in ("Pearson r", "Spearman ρ", "mean similarity (matched)",
                                                               "random pairs mean")})
+for r_label, r in results.items():
+    share.key_numbers(r_label, {"pairs with both explained": f"{r.n_pairs:,}",
+                                "Pearson r": f"{r.pearson.value:.3f} [{r.pearson.ci_low:.3f}, {r.pearson.ci_high:.3f}]",
+                                "Spearman ρ": f"{r.spearman.value:.3f}",
+                                "mean similarity, matched": f"{float(r.pairs['similarity'].mean()):.3f}",
+                                "random pairs": f"{r.baseline.mean:.3f}"})
 share.table_section("Correlations", stats_df, "Bootstrap 95% confidence intervals; random pairs = unmatched features.")
 for r in results.values():
     for note in r.notes:
@@ -136,7 +146,7 @@ tables = {label: bins_frame(r.bins.edges, r.bins.counts, r.bins.means) for label
 st.subheader("Binned by match score (the paper's layout)")
 for label, t in tables.items():
     st.markdown(f"**{label}**")
-    st.dataframe(t, hide_index=True, column_config={"mean_similarity": st.column_config.NumberColumn(format="%.3f")})
+    table(t, column_config={"mean_similarity": st.column_config.NumberColumn(format="%.3f")})
     share.table_section(f"Binned table: {label}", t)
 cap = ("Matched pairs in 5 log-spaced bins of decoder match score; bar = mean explanation similarity, n = pairs "
        "in the bin; dashed = random unmatched pairs. Pairs with score ≤ 0 are left out of the bins.")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import share
-from dashboard.router import ensure_router
+from dashboard import page, share
+from dashboard.state import publish
 from saecore.cache import read_parquet
 from saecore.errors import SaecoreError
 from saecore.plots.style import caption_of
@@ -65,12 +65,9 @@ def show(summary: dict, curves: pd.DataFrame, key: str) -> None:
     share.table_section(f"Final values ({summary['regime']})", table)
 
 
-ensure_router()
-share.begin_report()
-st.title("🧪 Synthetic lab")
-st.markdown("Sparse data made from a **known dictionary**: GT-MCC says how well each SAE recovered the truth, "
-            "PW-MCC how well seeds agree with each other. If PW-MCC tracks GT-MCC here, it is a usable proxy "
-            "on real models, where no ground truth exists.")
+publish(page.start("🧪 Synthetic lab", "Sparse data made from a **known dictionary**: GT-MCC says how well each SAE "
+                   "recovered the truth, PW-MCC how well seeds agree with each other. If PW-MCC tracks GT-MCC here, "
+                   "it is a usable proxy on real models, where no ground truth exists."))
 
 st.header("Reproduction")
 folders = sorted(p for p in RESULTS.glob("*") if (p / "result.json").exists()) if RESULTS.exists() else []
@@ -132,7 +129,9 @@ if config:
             st.session_state[STOPPED_KEY] = False
             st.rerun()
     else:
-        st.button("Stop", on_click=stop, key="syn_stop", help="stops the run; its progress is kept for later")
+        # The Stop button lives only while training runs: its placeholder is cleared however the run ends.
+        stop_slot = st.empty()
+        stop_slot.button("Stop", on_click=stop, key="syn_stop", help="stops the run; its progress is kept for later")
         bar = st.progress(0.0, text="starting")
         try:
             data = DataConfig(**config["data"])
@@ -141,10 +140,11 @@ if config:
                                     log_every=max(1, config["steps"] // 100),
                                     progress=lambda d, t, m: bar.progress(min(d / max(t, 1), 1.0), text=m))
         except SaecoreError as exc:
-            bar.empty()
             st.error(f"Cannot run this setting: {exc}")
         else:
-            bar.empty()
             show(result.summary(), result.curves(), "new_run")
+        finally:
+            stop_slot.empty()
+            bar.empty()
 
 share.report_button("Synthetic lab", "SAE consistency on data with a known dictionary")

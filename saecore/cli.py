@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 from saecore.errors import SaecoreError
+from saecore.text import plural, shape_text
+
+# How a d_in typed on the command line is named in messages.
+D_IN_OPTION = "--d-in"
 
 
 def _tqdm_progress(desc: str):
@@ -38,7 +42,7 @@ def load_runs(paths: list[str], d_in: int | None = None) -> list:
     from saecore.loaders import arrays, detect, load_run
 
     def read(i: int):
-        run = load_run(paths[i], d_in=d_in, with_encoder=False)
+        run = load_run(paths[i], d_in=d_in, with_encoder=False, d_in_source=D_IN_OPTION)
         run.fingerprint  # noqa: B018 (hashed now, while the weights are in cache; the match cache needs it)
         return run
 
@@ -47,10 +51,12 @@ def load_runs(paths: list[str], d_in: int | None = None) -> list:
     # Reading and hashing release the GIL: two runs read on two threads take the time of one.
     with ThreadPoolExecutor(max(1, min(4, len(stated)))) as pool:
         runs: dict[int, object] = dict(zip(stated, pool.map(read, stated)))
-    known = d_in or next((r.d_in for r in runs.values()), None)
+    borrowed = next(iter(runs.values()), None)
+    known, source = ((d_in, D_IN_OPTION) if d_in or borrowed is None
+                     else (borrowed.d_in, f"{borrowed.meta.d_in_source or 'd_in'} of {borrowed.name}"))
     for i, (p, fmt) in enumerate(zip(paths, formats)):
         if fmt == arrays.NAME:
-            runs[i] = load_run(p, d_in=known)
+            runs[i] = load_run(p, d_in=known, d_in_source=source)
     out = [runs[i] for i in range(len(paths))]
     names = [r.name for r in out]
     if len(set(names)) < len(names):
@@ -65,17 +71,16 @@ def _cache(args):
 
 
 def cmd_info(args) -> int:
+    from saecore.loaders import load_meta, no_runs_message
     from saecore.workspace import scan
 
     root = Path(args.path)
     if root.is_dir():
-        ws = scan(root, d_in=args.d_in)
+        ws = scan(root, d_in=args.d_in, d_in_source=D_IN_OPTION)
         metas, errors = ws.runs, ws.errors
         family = ws.family_of
     else:
-        from saecore.loaders import load_meta
-
-        metas, errors = [load_meta(root, d_in=args.d_in)], []
+        metas, errors = [load_meta(root, d_in=args.d_in, d_in_source=D_IN_OPTION)], []
         family = lambda m: m.family_key()  # noqa: E731
     families: dict[str, list[str]] = {}
     rows = []
@@ -92,10 +97,14 @@ def cmd_info(args) -> int:
         return 0
     for r in rows:
         warn = f"  ! {'; '.join(r['warnings'])}" if r["warnings"] else ""
-        shape = f"{r['d_sae']}x{r['d_in']}" if r["d_in"] else "?"
+        shape = shape_text(r["d_in"], r["d_sae"]) if r["d_in"] else "?"
         print(f"{r['name']:<40} {str(r['format']):<20} {str(r['architecture']):<12} {str(r['sparsity']):<10} "
-              f"{shape:<12} seed={r['seed']} step={r['step']}{warn}")
-    print(f"\n{len(metas)} runs in {len(families)} families" + (f", {len(errors)} unreadable" if errors else ""))
+              f"{shape:<16} seed={r['seed']} step={r['step']}{warn}")
+    if not metas:
+        print(no_runs_message(root), file=sys.stderr)
+        return 1
+    print(f"\n{plural(len(metas), 'run')} in {plural(len(families), 'family', 'families')}"
+          + (f", {len(errors)} unreadable" if errors else ""))
     for key, names in families.items():
         print(f"  {key}: {', '.join(names)}")
     return 0
@@ -113,8 +122,8 @@ def cmd_pwmcc(args) -> int:
         return 0
     print(f"PW-MCC ({sign} cosine, dead rows {args.dead}d)")
     for p in comp.pw.pairs:
-        print(f"  {runs[p.a].name} ↔ {runs[p.b].name}: {p.pw_mcc:.4f}  ({p.n_matched} pairs)")
-    print(f"mean {comp.pw.mean:.4f}  std {comp.pw.std:.4f}  over {len(comp.pw.pairs)} pairs")
+        print(f"  {runs[p.a].name} ↔ {runs[p.b].name}: {p.pw_mcc:.4f}  ({plural(p.n_matched, 'pair')})")
+    print(f"mean {comp.pw.mean:.4f}  std {comp.pw.std:.4f}  over {plural(len(comp.pw.pairs), 'pair')}")
     return 0
 
 
@@ -126,7 +135,7 @@ def cmd_matches(args) -> int:
     df = match.pairs()
     if args.csv:
         df.to_csv(args.csv, index=False)
-        print(f"wrote {len(df)} matched pairs to {args.csv} (MCC {match.mcc:.4f})")
+        print(f"wrote {plural(len(df), 'matched pair')} to {args.csv} (MCC {match.mcc:.4f})")
     else:
         print(df.to_string(index=False, max_rows=40))
     return 0

@@ -26,6 +26,7 @@ from saecore.errors import InputError, SaecoreError
 from saecore.features import Context
 from saecore.prompts import (JUDGE_VERSION, PROMPT_VERSION, explain_messages, judge_messages, parse_explanation,
                              parse_judge_score)
+from saecore.text import plural
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
@@ -65,20 +66,176 @@ def _is_local(url: str) -> bool:
     return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
-def build_client(config: ExplainerConfig, api_key: str | None = None):
-    """An openai.OpenAI client for `config.base_url`; the key comes from the caller, else $OPENAI_API_KEY.
+def resolve_api_key(typed: str | None, key_env: str | None = API_KEY_ENV,
+                    environ: Mapping[str, str] | None = None) -> str | None:
+    """The key typed by the user, else the value of the environment variable they named; None when neither is set."""
+    if typed and typed.strip():
+        return typed.strip()
+    name = (key_env or "").strip()
+    value = (os.environ if environ is None else environ).get(name, "") if name else ""
+    return value.strip() or None
+
+
+def key_fingerprint(api_key: str | None) -> str:
+    """A short one-way digest of a key, to tell keys apart in cache keys without storing the key ('' for none)."""
+    import hashlib
+
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else ""
+
+
+def build_client(config: ExplainerConfig, api_key: str | None = None, key_env: str = API_KEY_ENV):
+    """An openai.OpenAI client for `config.base_url`; the key comes from the caller, else the variable `key_env`.
 
     Local endpoints (127.0.0.1, localhost) work without a key. The client does no retries of its own:
     retries, backoff and Retry-After are handled here.
     """
     import openai
 
-    key = api_key or os.environ.get(API_KEY_ENV)
+    key = resolve_api_key(api_key, key_env)
     if not key:
         if not _is_local(config.base_url):
-            raise ExplainerError(f"no API key for {config.base_url}: set {API_KEY_ENV} or pass api_key")
+            raise ExplainerError(f"no API key for {config.base_url}: set {key_env} or pass api_key")
         key = LOCAL_KEY
     return openai.OpenAI(base_url=config.base_url, api_key=key, timeout=config.timeout, max_retries=0)
+
+
+# --------------------------------------------------------------------------- is an endpoint there?
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """What GET <base_url>/models said: whether an OpenAI-compatible server answers there, and if not, why."""
+
+    reachable: bool  # answered with a model list; anything else is a `problem`
+    models: list[str] = field(default_factory=list)
+    problem: str | None = None
+
+    def describe(self, shown: int = 3) -> str:
+        """One line for the user: the models a reachable server lists (the first `shown`), else the problem."""
+        if not self.reachable:
+            return f"Not reachable: {self.problem}"
+        names = ", ".join(self.models[:shown]) + (", …" if len(self.models) > shown else "")
+        return f"Reachable: lists {plural(len(self.models), 'model')}" + (f" ({names})" if names else "")
+
+
+def _where(url: str) -> str:
+    """host:port of a URL, for messages (never its user info or query)."""
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def status_problem(code: int, base_url: str) -> str:
+    """What an HTTP error status from <base_url>/models means for the user."""
+    if code == 401:
+        return "the server rejected the API key (HTTP 401): type a key or name the environment variable that holds it"
+    if code == 403:
+        return "the server denied access (HTTP 403): the key lacks permission for this API"
+    if code == 404:
+        return (f"{base_url}/models does not exist (HTTP 404): not an OpenAI-compatible base URL "
+                f"(it usually ends in /v1, e.g. {DEFAULT_ENDPOINT})")
+    if code == 429:
+        return "the server is rate limiting (HTTP 429); check again in a moment"
+    if code >= 500:
+        return f"the server has an internal error (HTTP {code})"
+    return f"the server answered HTTP {code} to {base_url}/models"
+
+
+def connection_problem(reason: object, base_url: str, timeout: float) -> str:
+    """What a failure to talk to <base_url> at all (refused, timed out, unknown host, TLS) means for the user."""
+    import socket
+    import ssl
+
+    where = _where(base_url)
+    if isinstance(reason, TimeoutError):
+        return f"no answer from {where} within {timeout:g} s"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"connection refused: nothing is listening on {where}"
+    if isinstance(reason, socket.gaierror):
+        return f"unknown host {urlparse(base_url).hostname!r}"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({getattr(reason, 'reason', None) or 'certificate or protocol'})"
+    return f"cannot connect to {where} ({type(reason).__name__})"
+
+
+def model_ids(body: bytes) -> list[str] | None:
+    """Model names from an OpenAI /models body ({"data": [{"id": ...}]}); None when it is not one."""
+    import json
+
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+
+
+def probe_endpoint(base_url: str, api_key: str | None = None, timeout: float = 1.5) -> EndpointStatus:
+    """GET <base_url>/models once: is an OpenAI-compatible server there, which models does it list, and if not, why.
+
+    The key is only sent in the Authorization header; no message says it and no server text is passed on.
+    """
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    url = base_url.strip().rstrip("/")
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return EndpointStatus(False, [], f"{url!r} is not an http(s) URL (e.g. {DEFAULT_ENDPOINT})")
+    try:
+        _ = parts.port  # urlparse checks the port only when it is read
+    except ValueError as exc:
+        return EndpointStatus(False, [], f"{url!r} is not a valid URL ({exc})")
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    # A local server is asked directly: a proxy set in the environment cannot reach 127.0.0.1 on our behalf.
+    handlers = [urllib.request.ProxyHandler({})] if _is_local(url) else []
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(urllib.request.Request(url + "/models", headers=headers), timeout=timeout) as resp:
+            body = resp.read(2_000_000)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return EndpointStatus(False, [], status_problem(exc.code, url))
+    except urllib.error.URLError as exc:
+        return EndpointStatus(False, [], connection_problem(exc.reason, url, timeout))
+    except (OSError, http.client.HTTPException) as exc:
+        return EndpointStatus(False, [], connection_problem(exc, url, timeout))
+    except ValueError as exc:
+        return EndpointStatus(False, [], f"{url!r} is not a valid URL ({exc})")
+    models = model_ids(body)
+    if models is None:
+        return EndpointStatus(False, [], f"{url}/models answered, but not with an OpenAI-style model list; "
+                                         f"is this the API's base URL?")
+    return EndpointStatus(True, models, None)
+
+
+def endpoint_help(key_env: str = API_KEY_ENV) -> str:
+    """Markdown saying how to use any OpenAI-compatible endpoint with a key kept in an environment variable."""
+    return (f"put its base URL (ending in `/v1`, e.g. `https://api.openai.com/v1`) in *Endpoint* and its model name "
+            f"in *Model*. Keep the key out of the page: export it before starting the dashboard "
+            f"(`export {key_env or API_KEY_ENV}=…`) and name that variable in *API key environment variable*; a key "
+            f"typed in the key field takes precedence. Then press *Check again*.")
+
+
+def generate_blocker(features: Sequence[int], status: EndpointStatus) -> str | None:
+    """Why an explanation job cannot start now (no features, no reachable endpoint), or None when it can."""
+    if not features:
+        return "no features chosen"
+    if not status.reachable:
+        return "the endpoint is not reachable"
+    return None
+
+
+def model_note(status: EndpointStatus, model: str) -> str | None:
+    """A hint when a reachable server does not list `model` (some servers list none, or serve any name)."""
+    if not status.reachable or not status.models or model in status.models:
+        return None
+    shown = ", ".join(status.models[:8]) + (", …" if len(status.models) > 8 else "")
+    return f"the server does not list model {model!r}; it lists {shown}"
 
 
 def _scrub(text: str, client) -> str:
@@ -176,8 +333,8 @@ def _request(client, config: ExplainerConfig, messages: list[dict], what: str, s
             log.info("%s: %s; retry %d/%d in %.1f s", what, answer.error, attempt + 1, config.max_retries, delay)
             stop.wait(delay)
     if answer.error == f"cannot connect to {config.base_url}":
-        raise ExplainerError(f"cannot connect to {config.base_url} after {config.max_retries + 1} attempts; "
-                             f"is the server running?")
+        tries = plural(config.max_retries + 1, "attempt")
+        raise ExplainerError(f"cannot connect to {config.base_url} after {tries}; is the server running?")
     answer.cacheable = False
     return answer
 

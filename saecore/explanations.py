@@ -17,6 +17,7 @@ from saecore.cache import atomic_write_parquet, read_parquet
 from saecore.errors import InputError, LoadError
 from saecore.features import feature_file
 from saecore.runs import Run, RunMeta
+from saecore.text import plural
 
 EXPLANATIONS_FILE = "explanations.parquet"
 COLUMNS = ("feature", "explanation", "explainer", "source")
@@ -392,24 +393,37 @@ def _as_meta(run: RunMeta | Run | str | Path | None) -> RunMeta | None:
     return load_meta(run)
 
 
+def _renamed(exc: LoadError, path: Path, name: str) -> LoadError:
+    """The same error naming `name` where it named `path` (a temporary copy's location means nothing to a user)."""
+    return LoadError(exc.path.replace(str(path), name, 1), exc.problem.replace(str(path), name))
+
+
 def import_explanations(source: str | Path, run: RunMeta | Run | str | Path | None, explainer: str | None = None,
                         format: str | None = None, source_id: str | None = None, store: bool = True,
-                        label: str | None = None) -> ImportReport:
+                        label: str | None = None, display_name: str | None = None) -> ImportReport:
     """Read explanations from `source`, check them against `run` and (by default) store them with it.
 
     explainer: keep only this explainer's explanations (else one per feature by DUPLICATE_RULE).
     source_id: for sources that cover several SAEs (Neuronpedia layers, delphi hookpoints), the one to read.
     label: the explainer name stored for formats that do not name their explainer (default: the format's).
+    display_name: the name messages, the report and the stored source column use instead of the path (an upload's
+    real file name when `source` is a temporary copy of it).
     """
     path = Path(source)
+    shown = display_name or str(path)
     meta = _as_meta(run)
-    fmt = format or detect_format(path)
-    if fmt not in IMPORTERS:
-        raise InputError(f"unknown explanation format {fmt!r}; known: {', '.join(IMPORTERS)}")
-    imp = IMPORTERS[fmt]
-    records = list(imp.read(path))
+    try:
+        fmt = format or detect_format(path)
+        if fmt not in IMPORTERS:
+            raise InputError(f"unknown explanation format {fmt!r}; known: {', '.join(IMPORTERS)}")
+        imp = IMPORTERS[fmt]
+        records = list(imp.read(path))
+    except LoadError as exc:
+        if display_name is None:
+            raise
+        raise _renamed(exc, path, display_name) from None
     if not records:
-        raise LoadError(path, f"no explanation records found ({fmt} format)")
+        raise LoadError(shown, f"no explanation records found ({fmt} format)")
     default_name = label or imp.default_explainer
     records = [r if r.explainer else Record(r.index, r.text, default_name, r.source_id, r.model_id) for r in records]
     n_records = len(records)
@@ -419,12 +433,12 @@ def import_explanations(source: str | Path, run: RunMeta | Run | str | Path | No
 
     if source_id is not None:
         if source_id not in source_ids:
-            raise InputError(f"{path}: no records for source {source_id!r}; found {', '.join(source_ids) or 'none'}")
+            raise InputError(f"{shown}: no records for source {source_id!r}; found {', '.join(source_ids) or 'none'}")
         records = [r for r in records if r.source_id == source_id]
     elif len(source_ids) > 1:
         fitting = [s for s in source_ids if meta is not None and not _mismatch_warnings(meta, Counter({s: 1}), Counter())]
         if len(fitting) != 1:
-            raise InputError(f"{path}: explanations for {len(source_ids)} different SAEs ({', '.join(source_ids)}); "
+            raise InputError(f"{shown}: explanations for {len(source_ids)} different SAEs ({', '.join(source_ids)}); "
                              f"choose one with source_id / --source")
         source_id = fitting[0]
         records = [r for r in records if r.source_id == source_id]
@@ -435,7 +449,7 @@ def import_explanations(source: str | Path, run: RunMeta | Run | str | Path | No
     explainers = dict(Counter(r.explainer for r in records).most_common())
     if explainer is not None:
         if explainer not in explainers:
-            raise InputError(f"{path}: no explanations by {explainer!r}; explainers in the file: {', '.join(explainers)}")
+            raise InputError(f"{shown}: no explanations by {explainer!r}; explainers in the file: {', '.join(explainers)}")
         records = [r for r in records if r.explainer == explainer]
 
     d_sae = meta.d_sae if meta is not None else None
@@ -456,23 +470,25 @@ def import_explanations(source: str | Path, run: RunMeta | Run | str | Path | No
         if r.index not in best or cand[:2] < best[r.index][:2]:
             best[r.index] = cand
     chosen = [best[i][2] for i in sorted(best)]
-    src = str(path.resolve())
+    src = display_name or str(path.resolve())
     kept = pd.DataFrame({"feature": pd.Series([r.index for r in chosen], dtype="int64"),
                          "explanation": pd.Series([str(r.text).strip() for r in chosen], dtype=object),
                          "explainer": pd.Series([r.explainer for r in chosen], dtype=object),
                          "source": pd.Series([src] * len(chosen), dtype=object)})
     if out_of_range:
-        warnings.append(f"{len(out_of_range)} indices do not fit the run's d_sae {d_sae} "
-                        f"(e.g. {', '.join(map(str, out_of_range[:5]))}): not imported; is this export for another SAE?")
+        n_out = len(out_of_range)
+        warnings.append(f"{plural(n_out, 'index', 'indices')} {'does' if n_out == 1 else 'do'} not fit "
+                        f"the run's d_sae {d_sae} (e.g. {', '.join(map(str, out_of_range[:5]))}): not imported; "
+                        "is this export for another SAE?")
     if d_sae is None:
         warnings.append("no run given: indices were not checked against d_sae")
     rule = f"explainer {explainer!r} chosen" if explainer is not None else DUPLICATE_RULE
-    report = ImportReport(str(path), fmt, meta.name if meta else None, d_sae, n_records, explainers, explainer, rule,
+    report = ImportReport(shown, fmt, meta.name if meta else None, d_sae, n_records, explainers, explainer, rule,
                           kept, duplicates, failed, out_of_range, dict(source_ids), dict(model_ids), warnings)
     if store:
         if meta is None:
             raise InputError("cannot store explanations without a run")
         if kept.empty:
-            raise InputError(f"{path}: no usable explanation fits run {meta.name}; nothing stored")
+            raise InputError(f"{shown}: no usable explanation fits run {meta.name}; nothing stored")
         report.stored_to = str(store_explanations(meta.path, kept, mode="replace"))
     return report

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from saecore.errors import InputError
-from saecore.runs import Run
+from saecore.runs import Run, RunMeta
 from saecore.selection import best_two_both_ways
 from saecore.similarity import apply_sign, check_sign, dense_similarity, normalize_rows, resolve_device
 from saecore.sparse_assignment import pair_dots
@@ -154,10 +154,16 @@ def exact_scores(dec_a: torch.Tensor, dec_b: torch.Tensor, rows: np.ndarray, col
     return np.abs(c) if sign == "abs" else c
 
 
+def d_in_origin(meta: RunMeta) -> str:
+    """'d_in=576, from cfg.json 'd_in'': a run's d_in and where it was read, for messages about mismatches."""
+    return f"d_in={meta.d_in}, from {meta.d_in_source}" if meta.d_in_source else f"d_in={meta.d_in}"
+
+
 def check_compatible(a: Run, b: Run) -> None:
+    """Refuse two runs whose decoders live in different spaces, naming where each d_in came from."""
     if a.d_in != b.d_in:
-        raise InputError(f"cannot match {a.meta.path} (d_in={a.d_in}) with {b.meta.path} (d_in={b.d_in}): "
-                         "decoders live in different spaces")
+        raise InputError(f"cannot match {a.meta.path} ({d_in_origin(a.meta)}) with {b.meta.path} "
+                         f"({d_in_origin(b.meta)}): decoders live in different spaces")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Tables describing a workspace: its runs, families with ≥ 2 seeds, checkpoint series and PW-MCC per family."""
+"""Tables describing a workspace: its runs, families with ≥ 2 seeds, their short labels, checkpoints, PW-MCC."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from saecore.metrics import PWMCC
 from saecore.runs import RunMeta
 from saecore.workspace import Workspace
 
+# How architectures are written for people (anything else is shown as stored).
+ARCH_NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "standard": "ReLU + L1", "relu": "ReLU + L1",
+              "jumprelu": "JumpReLU", "gated": "Gated", "matryoshka": "Matryoshka"}
+SPARSITY_NAMES = {"l1": "λ", "l0": "target L0", "l0coef": "L0 coef"}
+# Fields that tell families with the same short label apart, tried in this order.
+DISAMBIGUATORS = ("d_in", "model", "hook", "format")
 # Keys under which training code may record L0 and FVU in a run's metadata (first present wins).
 L0_KEYS = ("l0", "L0", "mean_l0", "final_l0")
 FVU_KEYS = ("fvu", "FVU", "final_fvu")
@@ -32,7 +38,7 @@ def runs_table(ws: Workspace, explained: Mapping[str, int] | None = None,
     for r in sorted(ws.runs, key=lambda m: (ws.family_of(m), m.seed is None, m.seed or 0, m.name)):
         rows.append({
             "run": r.name, "family": ws.family_of(r), "format": r.format, "architecture": r.architecture,
-            "sparsity": r.sparsity, "seed": r.seed, "step": r.step, "shape": f"{r.d_in} × {r.d_sae}",
+            "sparsity": r.sparsity, "seed": r.seed, "step": r.step, "shape": r.shape,
             "L0": _first(r.extra, L0_KEYS), "FVU": _first(r.extra, FVU_KEYS),
             "explanations": int(explained.get(r.name, 0)),
             "warnings": "; ".join(warnings.get(r.name, [])),
@@ -104,3 +110,61 @@ def explained_pair(names: list[str], explained: Mapping[str, int], preferred: tu
     if a in ok and b in ok and a != b:
         return a, b
     return (ok[0], ok[1]) if len(ok) >= 2 else None
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    """'seeds 0–2' for a contiguous run of seeds, else the list; '' when no seed is recorded."""
+    if not seeds:
+        return ""
+    seeds = sorted(set(seeds))
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+def sparsity_text(meta: RunMeta) -> str:
+    """The sparsity setting for people: 'k=32', 'λ=0.1', 'target L0=40' ('' when not recorded)."""
+    label = meta.sparsity
+    if label == "-":
+        return ""
+    name, _, value = label.partition("=")
+    return f"{SPARSITY_NAMES.get(name, name)}={value}"
+
+
+def seed_text(meta: RunMeta) -> str:
+    """A run as named within its family: 'seed 1', or its name when no seed is recorded."""
+    return meta.name if meta.seed is None else f"seed {meta.seed}"
+
+
+def family_label(metas: list[RunMeta], extra: tuple[str, ...] = ()) -> str:
+    """A short name for a family, e.g. 'TopK k=32 · 1,536 latents · seeds 0–2' (plus `extra` fields when asked)."""
+    first = metas[0]
+    head = " ".join(p for p in (ARCH_NAMES.get(first.architecture, first.architecture), sparsity_text(first)) if p)
+    parts = [head, f"{first.d_sae:,} latents"]
+    for name in extra:
+        value = getattr(first, name)
+        if value is not None:
+            parts.append(f"d_in {value:,}" if name == "d_in" else str(value))
+    if first.step is not None:
+        parts.append(f"step {first.step:,}")
+    seeds = _seeds_text([m.seed for m in metas if m.seed is not None])
+    if seeds:
+        parts.append(seeds)
+    return " · ".join(parts)
+
+
+def family_labels(families: Mapping[str, list[RunMeta]]) -> dict[str, str]:
+    """Family key -> short label, unique within the mapping (distinguishing fields added only where needed)."""
+    extra: tuple[str, ...] = ()
+    labels = {k: family_label(v) for k, v in families.items()}
+    for name in DISAMBIGUATORS:
+        if len(set(labels.values())) == len(labels):
+            break
+        extra += (name,)
+        labels = {k: family_label(v, extra) for k, v in families.items()}
+    if len(set(labels.values())) < len(labels):
+        labels = {k: f"{label} ({k})" for k, label in labels.items()}
+    return labels
+

@@ -89,6 +89,36 @@ def filter_pairs(df: pd.DataFrame, f: PairFilter) -> pd.DataFrame:
     return df[keep]
 
 
+# Orders of the pair table (keys as in saecore.viewstate.ORDERS): column and direction.
+SORTS: dict[str, tuple[str, bool]] = {"score-desc": ("score", False), "score-asc": ("score", True),
+                                      "feature": ("feature_a", True), "freq-desc": ("freq_a", False)}
+
+
+def sort_pairs(df: pd.DataFrame, order: str) -> pd.DataFrame:
+    """The pair table in one of the SORTS orders (stable; missing values last), renumbered from 0."""
+    column, ascending = SORTS[order]
+    return df.sort_values(column, ascending=ascending, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def first_pair(df: pd.DataFrame) -> int | None:
+    """Run A's feature of the pair to open first: explained on both sides, else on one, else the first row."""
+    if not len(df):
+        return None
+    has_a, has_b = df["explanation_a"].notna(), df["explanation_b"].notna()
+    for keep in (has_a & has_b, has_a | has_b):
+        if keep.any():
+            return int(df.loc[keep, "feature_a"].iloc[0])
+    return int(df["feature_a"].iloc[0])
+
+
+def partner_in_a(match: Match, feature_b: int) -> int | None:
+    """Run A's feature matched to one feature of run B (None when that feature is unmatched)."""
+    if not 0 <= feature_b < len(match.partner_b):
+        raise InputError(f"feature {feature_b} is out of range for {match.run_b} (d_sae={len(match.partner_b)})")
+    partner = int(match.partner_b[feature_b])
+    return None if partner < 0 else partner
+
+
 def neighbours(order: Sequence[int], current: int | None) -> tuple[int | None, int | None]:
     """The previous and next item around `current` in a list (the first item is 'next' when current is absent)."""
     items = list(order)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saecore.text import shape_text
+
 # Metadata fields that define a family (same configuration, different seed).
 FAMILY_FIELDS: tuple[str, ...] = ("format", "architecture", "sparsity", "d_in", "d_sae", "model", "hook", "step")
 
@@ -32,6 +34,12 @@ class RunMeta:
     model: str | None = None
     hook: str | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    d_in_source: str = field(default="", compare=False)  # where d_in was read, e.g. "cfg.json 'd_in'"
+
+    @property
+    def shape(self) -> str:
+        """The shape as printed everywhere, e.g. '576 × 1,536' (d_in, then d_sae)."""
+        return shape_text(self.d_in, self.d_sae)
 
     @property
     def sparsity(self) -> str:

@@ -83,15 +83,19 @@ def _relative_name(meta: RunMeta, root: Path) -> str:
     return rel if rel != "." else meta.name
 
 
-def scan(root: str | Path, family_fields: tuple[str, ...] = FAMILY_FIELDS, d_in: int | None = None) -> Workspace:
-    """Find every run below `root`; unreadable ones become ScanErrors instead of stopping the scan."""
+def scan(root: str | Path, family_fields: tuple[str, ...] = FAMILY_FIELDS, d_in: int | None = None, *,
+         d_in_source: str = arrays.GIVEN_D_IN) -> Workspace:
+    """Find every run below `root`; unreadable ones become ScanErrors instead of stopping the scan.
+
+    `d_in` (described by `d_in_source`) is used for plain arrays that do not state theirs.
+    """
     root = Path(root)
     if not root.is_dir():
         raise SaecoreError(f"{root}: not a folder")
     ws = Workspace(root=str(root), family_fields=family_fields)
     for path in _candidates(root):
         try:
-            meta = load_meta(path, d_in=d_in)
+            meta = load_meta(path, d_in=d_in, d_in_source=d_in_source)
         except (SaecoreError, OSError) as exc:
             reason = getattr(exc, "problem", str(exc))
             ws.errors.append(ScanError(str(path), reason))

@@ -14,6 +14,8 @@ import pytest
 
 from saecore import load_run
 from saecore.consistency import compare_runs
+from saecore.loaders import format_hints
+from saecore.text import shape_text
 from workspaces import make_workspace, related_decoders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +113,50 @@ def test_mismatched_d_in_is_refused(workspace, tmp_path):
     other = write_saelens(tmp_path / "wide", related_decoders(1, 128, 20)[0])
     out = cli("pwmcc", str(workspace / "topk_k8" / "seed0"), str(other))
     assert out.returncode == 2 and "d_in=32" in out.stderr and "d_in=20" in out.stderr
+    assert out.stderr.count("from cfg.json 'd_in'") == 2
+
+
+def test_info_prints_shapes_and_counts_in_words(workspace):
+    out = cli("info", str(workspace))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(shape_text(32, 128)) == 6 and "32 × 128" in out.stdout
+    assert "6 runs in 2 families" in out.stdout
+
+
+def test_info_on_a_folder_without_runs_prints_what_the_loaders_look_for(tmp_path):
+    (tmp_path / "readme.txt").write_text("no runs here")
+    out = cli("info", str(tmp_path))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"No SAE runs found in {tmp_path}" in out.stderr
+    for label, hint in format_hints():
+        assert f"{label}: {hint}" in out.stderr
+
+
+def test_given_d_in_that_disagrees_with_a_config_names_the_option(workspace, tmp_path):
+    np.save(tmp_path / "plain.npy", related_decoders(1, 128, 20)[0].numpy())
+    out = cli("pwmcc", str(workspace / "topk_k8" / "seed0"), str(tmp_path / "plain.npy"), "--d-in", "20",
+              cache=tmp_path)
+    assert out.returncode == 2
+    assert "d_in is 32 (from cfg.json 'd_in'), but 20 was asked for (--d-in)" in out.stderr
+
+
+def test_plain_array_borrowing_d_in_names_the_run_it_came_from(workspace, tmp_path):
+    from saecore.cli import load_runs
+
+    np.save(tmp_path / "plain.npy", load_run(workspace / "topk_k8" / "seed1").decoder.numpy())
+    runs = load_runs([str(workspace / "topk_k8" / "seed0"), str(tmp_path / "plain.npy")])
+    assert runs[1].meta.d_in_source == f"cfg.json 'd_in' of {runs[0].name}"
+    assert load_runs([str(tmp_path / "plain.npy")], d_in=32)[0].meta.d_in_source == "--d-in"
+
+
+@pytest.mark.parametrize(("out_of_range", "phrase"), [
+    ([200], "1 index does not fit the run's d_sae 128"),
+    ([200, 201, 202], "3 indices do not fit the run's d_sae 128"),
+])
+def test_import_explanations_counts_out_of_range_indices_grammatically(workspace, tmp_path, out_of_range, phrase):
+    rows = [(0, "cats"), (1, "dogs")] + [(i, "far away") for i in out_of_range]
+    src = tmp_path / "expl.csv"
+    pd.DataFrame(rows, columns=["index", "explanation"]).to_csv(src, index=False)
+    out = cli("import-explanations", str(src), "--run", str(workspace / "topk_k8" / "seed0"), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert phrase in out.stdout and f"{len(rows)} records" in out.stdout and "2 features" in out.stdout

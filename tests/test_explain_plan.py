@@ -32,3 +32,11 @@ def test_parse_indices_checks_range_and_drops_repeats():
         parse_indices("64", 64)
     with pytest.raises(ValueError, match="'x' is not a feature index"):
         parse_indices("1 x", 64)
+
+
+def test_counts_are_worded_in_the_right_number():
+    one = estimate(_contexts(), [0], max_tokens=10).summary()
+    assert one.startswith("1 feature (0 already explained by this model, 0 without contexts)")
+    assert estimate(_contexts(), [0, 1], max_tokens=10).summary().startswith("2 features (")
+    with pytest.raises(ValueError, match=r"\(the run has 1 feature\)"):
+        parse_indices("1", 1)

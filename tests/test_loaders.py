@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from saecore import LoadError, detect, load_run
+from saecore import LoadError, detect, load_meta, load_run
+from saecore.loaders import (FORMATS, arrays, dictionary_learning, format_hints, gemmascope, no_runs_message, saelens,
+                             sparsify)
 from workspaces import (related_decoders, write_dictionary_learning, write_gemmascope, write_saelens,
                         write_sparsify)
 
@@ -213,3 +215,70 @@ def test_matching_loads_skip_the_encoder_and_keep_the_fingerprint(tmp_path, deco
     full, lean = load_run(path), load_run(path, with_encoder=False)
     assert full.encoder is not None and full.encoder.shape == (D_SAE, D_IN) and lean.encoder is None
     assert torch.equal(full.decoder, lean.decoder) and full.fingerprint == lean.fingerprint
+
+
+def test_each_format_records_where_its_d_in_came_from(tmp_path, decoder):
+    write_saelens(tmp_path / "sl", decoder)
+    write_sparsify(tmp_path / "sp", "layers.3", {0: decoder})
+    write_dictionary_learning(tmp_path / "dl", decoder)
+    write_gemmascope(tmp_path / "gs1", decoder)
+    write_gemmascope(tmp_path / "gs2", decoder, v2=True)
+    sources = {name: load_meta(path).d_in_source for name, path in [
+        ("sl", tmp_path / "sl"), ("sp", tmp_path / "sp" / "layers.3" / "seed0"), ("dl", tmp_path / "dl"),
+        ("gs1", tmp_path / "gs1"), ("gs2", tmp_path / "gs2")]}
+    assert sources == {"sl": "cfg.json 'd_in'", "sp": "cfg.json 'd_in'", "dl": "config.json 'trainer.activation_dim'",
+                       "gs1": "W_enc shape in params.npz", "gs2": "W_enc shape in params.safetensors"}
+
+
+def test_gemma_scope_config_is_named_when_it_states_d_in(tmp_path, decoder):
+    folder = write_gemmascope(tmp_path / "gs", decoder)
+    (folder / "config.json").write_text(json.dumps({"d_model": D_IN}))
+    meta = load_meta(folder)
+    assert meta.d_in == D_IN and meta.d_in_source == "config.json 'd_model'"
+
+
+def test_plain_array_d_in_source_follows_who_stated_it(tmp_path, decoder):
+    np.save(tmp_path / "side.npy", decoder.numpy())
+    (tmp_path / "side.npy.json").write_text(json.dumps({"d_in": D_IN}))
+    save_file({"W_dec": decoder.contiguous()}, str(tmp_path / "head.safetensors"), metadata={"d_in": str(D_IN)})
+    np.save(tmp_path / "bare.npy", decoder.numpy())
+    assert load_meta(tmp_path / "side.npy").d_in_source == "sidecar side.npy.json"
+    assert load_meta(tmp_path / "head.safetensors").d_in_source == "head.safetensors header metadata"
+    assert load_meta(tmp_path / "bare.npy", d_in=D_IN).d_in_source == arrays.GIVEN_D_IN
+    assert load_run(tmp_path / "bare.npy", d_in=D_IN, d_in_source="--d-in").meta.d_in_source == "--d-in"
+    # A given d_in wins over a stated one, and says so.
+    assert load_meta(tmp_path / "side.npy", d_in=D_IN, d_in_source="--d-in").d_in_source == "--d-in"
+
+
+def test_asked_d_in_that_disagrees_names_both_sources(tmp_path, decoder):
+    write_saelens(tmp_path / "sl", decoder)
+    with pytest.raises(LoadError, match=rf"d_in is {D_IN} \(from cfg.json 'd_in'\), but 20 was asked for \(--d-in\)"):
+        load_run(tmp_path / "sl", d_in=20, d_in_source="--d-in")
+
+
+def test_format_hints_cover_every_format_and_name_the_files_detection_needs():
+    hints = dict(format_hints())
+    assert list(hints) == [m.LABEL for m in FORMATS.values()]
+    assert set(hints) == {"SAELens", "sparsify", "dictionary_learning", "Gemma Scope", "plain arrays"}
+    required = {saelens.LABEL: [saelens.WEIGHTS, saelens.CONFIG], sparsify.LABEL: [sparsify.WEIGHTS, sparsify.CONFIG],
+                dictionary_learning.LABEL: [dictionary_learning.WEIGHTS, dictionary_learning.CONFIG],
+                gemmascope.LABEL: list(gemmascope.FILES), arrays.LABEL: list(arrays.SUFFIXES)}
+    for label, names in required.items():
+        assert all(n in hints[label] for n in names), (label, hints[label])
+
+
+def test_files_named_by_each_hint_are_detected_as_that_format(tmp_path, decoder):
+    write_saelens(tmp_path / "sl", decoder)
+    write_dictionary_learning(tmp_path / "dl", decoder)
+    write_gemmascope(tmp_path / "gs", decoder)
+    found = {detect(tmp_path / "sl"), detect(tmp_path / "dl"), detect(tmp_path / "gs"),
+             detect(write_sparsify(tmp_path / "sp", "h", {0: decoder})[0])}
+    labels = {FORMATS[name].LABEL for name in found}
+    assert labels == set(dict(format_hints())) - {arrays.LABEL}
+
+
+def test_no_runs_message_names_the_folder_and_every_hint(tmp_path):
+    text = no_runs_message(tmp_path)
+    assert text.splitlines()[0] == f"No SAE runs found in {tmp_path}. The loaders look for:"
+    for label, hint in format_hints():
+        assert f"  {label}: {hint}" in text.splitlines()

@@ -156,3 +156,27 @@ def test_unit_rows_do_not_depend_on_the_order_of_the_norm_sum():
     assert unit.dtype == torch.float32
     assert torch.equal(normalize_rows(x[:, perm])[0], unit[:, perm])
     assert torch.equal(prepare(x, device="cpu").unit, unit)
+
+
+def test_d_in_mismatch_names_where_each_d_in_came_from(tmp_path):
+    from saecore import load_run, match_runs
+    from workspaces import write_gemmascope, write_saelens
+
+    a = load_run(write_saelens(tmp_path / "sl", torch.randn(12, 8)))
+    b = load_run(write_gemmascope(tmp_path / "gs", torch.randn(12, 6)))
+    with pytest.raises(InputError) as err:
+        match_runs(a, b)
+    message = str(err.value)
+    assert f"{a.meta.path} (d_in=8, from cfg.json 'd_in')" in message
+    assert f"{b.meta.path} (d_in=6, from W_enc shape in params.npz)" in message
+
+
+def test_d_in_mismatch_of_runs_without_a_source_still_reads_well():
+    from dataclasses import replace
+
+    from saecore.matching import d_in_origin
+    from saecore.runs import RunMeta
+
+    meta = RunMeta(name="r", path="/r", format="arrays", d_in=5, d_sae=7)
+    assert d_in_origin(meta) == "d_in=5"
+    assert d_in_origin(replace(meta, d_in_source="sidecar r.npy.json")) == "d_in=5, from sidecar r.npy.json"

@@ -57,3 +57,17 @@ def test_family_key_can_be_overridden(tmp_path):
 def test_missing_root_is_an_error(tmp_path):
     with pytest.raises(SaecoreError, match="not a folder"):
         scan(tmp_path / "nope")
+
+
+def test_scan_passes_the_d_in_source_to_plain_arrays(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "dec.npy", related_decoders(1, 20, 6)[0].numpy())
+    ws = scan(tmp_path, d_in=6, d_in_source="--d-in")
+    assert [(r.d_in, r.d_in_source) for r in ws.runs] == [(6, "--d-in")]
+
+
+def test_scan_of_a_folder_without_runs_finds_none(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    ws = scan(tmp_path)
+    assert ws.runs == [] and ws.errors == []

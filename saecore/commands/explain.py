@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from saecore.text import plural
+
 
 def _context_features(run_path: str) -> list[int]:
     """Features that have stored contexts in a run."""
@@ -54,7 +56,7 @@ def cmd_explain(args) -> int:
             part = pairs.iloc[i:i + args.chunk]
             plan += [(args.run, part["feature_a"].tolist()), (other, part["feature_b"].tolist())]
         if not args.json:
-            print(f"{len(pairs)} matched pairs of {args.run} and {other}, stratified over 5 score bins "
+            print(f"{plural(len(pairs), 'matched pair')} of {args.run} and {other}, stratified over 5 score bins "
                   f"(counts {pairs.groupby('bin').size().to_dict()})", file=sys.stderr)
     client = build_client(config)
     cache = AnswerCache(Path(args.cache) if args.cache else None)
@@ -93,20 +95,21 @@ def cmd_explain(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from saecore.cli import D_IN_OPTION
     from saecore.explanations import import_explanations
     from saecore.loaders import load_meta
 
-    report = import_explanations(args.source, load_meta(args.run, d_in=args.d_in), explainer=args.explainer,
-                                 format=args.format, source_id=args.source_id, store=not args.dry_run,
-                                 label=args.label)
+    report = import_explanations(args.source, load_meta(args.run, d_in=args.d_in, d_in_source=D_IN_OPTION),
+                                 explainer=args.explainer, format=args.format, source_id=args.source_id,
+                                 store=not args.dry_run, label=args.label)
     if args.csv:
         report.kept[["feature", "explanation", "explainer"]].to_csv(args.csv, index=False)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
-    print(f"{report.source}: {report.format} format, {report.records} records")
+    print(f"{report.source}: {report.format} format, {plural(report.records, 'record')}")
     print(f"  explainers: {', '.join(f'{e} ({n})' for e, n in report.explainers.items())}")
-    print(f"  {report.features} features with a usable explanation; {len(report.duplicates)} with several "
+    print(f"  {plural(report.features, 'feature')} with a usable explanation; {len(report.duplicates)} with several "
           f"({report.rule}); {len(report.failed)} failed; {len(report.out_of_range)} out of range")
     for w in report.warnings:
         print(f"  ! {w}")
@@ -141,7 +144,7 @@ def cmd_semantic(args) -> int:
         print(json.dumps(result.to_json()))
         return 0
     p, s, b = result.pearson, result.spearman, result.baseline
-    print(f"{result.run_a} ↔ {result.run_b}: {result.n_pairs} matched pairs explained on both sides "
+    print(f"{result.run_a} ↔ {result.run_b}: {plural(result.n_pairs, 'matched pair')} explained on both sides "
           f"(of {result.n_matched}); embeddings {result.embedder}")
     print(f"  Pearson  {p.value:.3f}  [{p.ci_low:.3f}, {p.ci_high:.3f}]")
     print(f"  Spearman {s.value:.3f}  [{s.ci_low:.3f}, {s.ci_high:.3f}]")
@@ -152,7 +155,7 @@ def cmd_semantic(args) -> int:
         print(f"  {e[i]:.3f}–{e[i + 1]:.3f}  {c:>9}  {m:.3f}" if c else f"  {e[i]:.3f}–{e[i + 1]:.3f}  {c:>9}  -")
     if result.judge is not None:
         j = result.judge
-        print(f"  LLM judge (1-10) on {j.n_scored} pairs: mean {j.mean:.2f}, Pearson {j.pearson.value:.3f} "
+        print(f"  LLM judge (1-10) on {plural(j.n_scored, 'pair')}: mean {j.mean:.2f}, Pearson {j.pearson.value:.3f} "
               f"[{j.pearson.ci_low:.3f}, {j.pearson.ci_high:.3f}], Spearman {j.spearman.value:.3f}; bin means "
               + ", ".join("-" if c == 0 else f"{m:.2f}" for c, m in zip(j.bins.counts, j.bins.means)))
     for n in result.notes:

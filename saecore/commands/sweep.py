@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from saecore.text import plural
+
 
 def _progress_bar():
     """A tqdm bar on stderr that starts afresh when the count switches from runs read to tasks done."""
@@ -35,11 +37,13 @@ def _print_table(result) -> None:
     print(f"PW-MCC per family ({result.sign} cosine, dead rows {result.dead}d)")
     for name, fam in result.families.items():
         if fam.mean is None:
-            print(f"  {name}: {len(fam.runs)} run(s), no pairs")
+            print(f"  {name}: {plural(len(fam.runs), 'run')}, no pairs")
         else:
-            print(f"  {name}: {fam.mean:.4f} ± {fam.std:.4f} over {len(fam.pairs)} pairs of {len(fam.runs)} runs")
+            print(f"  {name}: {fam.mean:.4f} ± {fam.std:.4f} over {plural(len(fam.pairs), 'pair')} "
+                  f"of {plural(len(fam.runs), 'run')}")
     t = result.tasks
-    print(f"{t.total} tasks: {t.computed} computed, {t.cached} cached, {t.failed} failed in {result.seconds:.1f} s")
+    print(f"{plural(t.total, 'task')}: {t.computed} computed, {t.cached} cached, {t.failed} failed "
+          f"in {result.seconds:.1f} s")
     for e in result.errors:
         print(f"  ! {e.path}: {e.reason}")
 

@@ -14,6 +14,9 @@ from saecore.runs import Run, RunMeta
 NAME = "arrays"
 SUFFIXES = (".safetensors", ".pt", ".pth", ".npy", ".npz")
 DECODER_NAMES = ("W_dec", "w_dec", "decoder", "decoder.weight", "dictionary", "")
+# How a d_in passed in by the caller is described, unless the caller says where it came from.
+GIVEN_D_IN = "the d_in given"
+LABEL = "plain arrays"
 
 
 def matches(path: Path) -> bool:
@@ -25,14 +28,16 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _stated(path: Path) -> dict:
-    info: dict = {}
-    if sidecar(path).is_file():
-        info.update(json.loads(sidecar(path).read_text()))
-    if path.suffix == ".safetensors":
-        for k, v in safetensors_metadata(path).items():
-            info.setdefault(k, v)
-    return info
+HINT = (f"one decoder matrix in a {', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]} file, with d_in given or stated in a "
+        f"{sidecar(Path('<file>')).name} sidecar ({{\"d_in\": N}}) or the safetensors header")
+
+def _stated(path: Path) -> tuple[dict, str | None]:
+    """What the sidecar and the safetensors header state (the sidecar wins), and which of them stated d_in."""
+    side = json.loads(sidecar(path).read_text()) if sidecar(path).is_file() else {}
+    header = safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+    source = (f"sidecar {sidecar(path).name}" if "d_in" in side
+              else f"{path.name} header metadata" if "d_in" in header else None)
+    return {**header, **side}, source
 
 
 def _decoder_tensor(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
@@ -46,18 +51,20 @@ def _decoder_tensor(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, 
     return next(iter(two_d.items()))
 
 
-def load(path: Path, d_in: int | None = None) -> Run:
+def load(path: Path, d_in: int | None = None, d_in_source: str = GIVEN_D_IN) -> Run:
+    """The run of one decoder file; a given d_in (described by `d_in_source`) overrides a stated one."""
     tensors = read_any(path)
     key, matrix = _decoder_tensor(path, tensors)
-    info = _stated(path)
-    d_in = d_in or (int(info["d_in"]) if "d_in" in info else None)
-    if d_in is None:
+    info, stated_source = _stated(path)
+    if not d_in and "d_in" in info:
+        d_in, d_in_source = int(info["d_in"]), stated_source
+    if not d_in:
         raise LoadError(path, f"a plain array {tuple(matrix.shape)} does not say which axis is d_in; "
                               f"give d_in (--d-in, or a {sidecar(path).name} with {{\"d_in\": N}})")
     decoder = feature_major(matrix, d_in, path, key, "features_first")
     seed = info.get("seed")
     meta = RunMeta(
-        name=path.stem, path=str(path), format=NAME, d_in=d_in, d_sae=int(decoder.shape[0]),
+        name=path.stem, path=str(path), format=NAME, d_in=d_in, d_sae=int(decoder.shape[0]), d_in_source=d_in_source,
         architecture=str(info.get("architecture", "unknown")),
         k=int(info["k"]) if info.get("k") is not None else None,
         seed=int(seed) if seed is not None else None,
@@ -66,5 +73,5 @@ def load(path: Path, d_in: int | None = None) -> Run:
     return Run(meta, decoder)
 
 
-def meta(path: Path, d_in: int | None = None) -> RunMeta:
-    return load(path, d_in).meta
+def meta(path: Path, d_in: int | None = None, d_in_source: str = GIVEN_D_IN) -> RunMeta:
+    return load(path, d_in, d_in_source).meta

@@ -13,6 +13,8 @@ NAME = "dictionary_learning"
 CONFIG = "config.json"
 WEIGHTS = "ae.pt"
 CHECKPOINT = re.compile(r"^ae_(\d+)\.pt$")
+LABEL = "dictionary_learning"
+HINT = f"a trainer folder with {WEIGHTS} and {CONFIG}; checkpoints/ae_<step>.pt files in it are runs too"
 
 # dict_class -> (architecture, decoder stored as nn.Linear (d_in, d_sae)?)
 CLASSES = {
@@ -56,6 +58,7 @@ def meta(path: Path) -> RunMeta:
     return RunMeta(
         name=run_dir.name if step is None else f"{run_dir.name}@{step}", path=str(path), format=NAME,
         d_in=as_int(trainer["activation_dim"], cfg_path, "activation_dim"),
+        d_in_source=f"{CONFIG} 'trainer.activation_dim'",
         d_sae=as_int(trainer["dict_size"], cfg_path, "dict_size"), architecture=arch,
         k=int(trainer["k"]) if trainer.get("k") is not None else None,
         l1_coefficient=trainer.get("l1_penalty"), target_l0=trainer.get("target_l0"),

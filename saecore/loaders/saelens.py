@@ -18,6 +18,9 @@ WEIGHTS = "sae_weights.safetensors"
 SPARSITY = "sparsity.safetensors"
 RUNNER_CONFIG = "runner_cfg.json"
 EXTRA_META = "saecore_meta.json"
+LABEL = "SAELens"
+HINT = (f"a folder with {WEIGHTS} and {CONFIG} (optionally {SPARSITY}, {RUNNER_CONFIG}); "
+        "checkpoints/<tokens>/ folders inside it are runs too")
 
 
 def matches(path: Path) -> bool:
@@ -49,7 +52,8 @@ def meta(path: Path) -> RunMeta:
     for key in ("d_in", "d_sae"):
         if key not in cfg:
             raise LoadError(cfg_path, f"config has no {key!r}")
-    d_in = as_int(cfg.get("d_out", cfg["d_in"]), cfg_path, "d_out" if "d_out" in cfg else "d_in")
+    d_in_key = "d_out" if "d_out" in cfg else "d_in"
+    d_in = as_int(cfg[d_in_key], cfg_path, d_in_key)
     d_sae = as_int(cfg["d_sae"], cfg_path, "d_sae")
     runner = read_json(path / RUNNER_CONFIG) if (path / RUNNER_CONFIG).is_file() else {}
     extra = read_json(path / EXTRA_META) if (path / EXTRA_META).is_file() else {}
@@ -60,7 +64,7 @@ def meta(path: Path) -> RunMeta:
     if step is None and extra.get("checkpoint"):
         step = extra.get("tokens_seen")
     return RunMeta(
-        name=path.name, path=str(path), format=NAME, d_in=d_in, d_sae=d_sae,
+        name=path.name, path=str(path), format=NAME, d_in=d_in, d_sae=d_sae, d_in_source=f"{CONFIG} {d_in_key!r}",
         architecture=_architecture(cfg),
         k=int(k) if k is not None else None,
         l1_coefficient=runner.get("l1_coefficient", extra.get("l1_coefficient")),

@@ -14,6 +14,8 @@ CONFIG = "cfg.json"
 WEIGHTS = "sae.safetensors"
 RUN_CONFIG = "config.json"
 SEED_DIR = re.compile(r"^seed[_-]?(\d+)$")
+LABEL = "sparsify"
+HINT = f"a folder with {WEIGHTS} and {CONFIG}, often <hookpoint>/seed<N>/ under a run folder with {RUN_CONFIG}"
 
 
 def matches(path: Path) -> bool:
@@ -49,7 +51,7 @@ def meta(path: Path) -> RunMeta:
         arch += "-transcoder"
     return RunMeta(
         name=path.name if seed is None else f"{hook}/seed{seed}", path=str(path), format=NAME,
-        d_in=d_in, d_sae=as_int(d_sae, cfg_path, "num_latents"), architecture=arch,
+        d_in=d_in, d_sae=as_int(d_sae, cfg_path, "num_latents"), architecture=arch, d_in_source=f"{CONFIG} 'd_in'",
         k=int(cfg["k"]) if cfg.get("k") else None, seed=seed, hook=hook,
         model=run_cfg.get("model"),
     )

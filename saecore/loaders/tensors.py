@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from saecore.errors import LoadError
+from saecore.text import plural
 
 
 def read_json(path: Path) -> dict:
@@ -135,13 +136,13 @@ def feature_major(matrix: torch.Tensor, d_in: int, path: Path, what: str, stored
     else:
         raise LoadError(path, f"{what} has shape {tuple(matrix.shape)}, but neither axis equals d_in={d_in} from the config")
     if d_sae is not None and out.shape[0] != d_sae:
-        raise LoadError(path, f"{what} has {out.shape[0]} features after orienting by d_in={d_in}, "
+        raise LoadError(path, f"{what} has {plural(out.shape[0], 'feature')} after orienting by d_in={d_in}, "
                               f"but the config says d_sae={d_sae}")
     out = out.to(torch.float32).contiguous()
     bad = ~torch.isfinite(out).all(dim=1)
     if bool(bad.any()):
         idx = torch.nonzero(bad).flatten()[:5].tolist()
-        raise LoadError(path, f"{what} contains NaN or Inf in {int(bad.sum())} rows (first: {idx})")
+        raise LoadError(path, f"{what} contains NaN or Inf in {plural(int(bad.sum()), 'row')} (first: {idx})")
     return out
 
 

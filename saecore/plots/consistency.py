@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saecore.metrics import SHARED_THRESHOLD
-from saecore.plots.style import ARCH_COLORS, arch_color, finish, mark_chance, mark_threshold
+from saecore.plots.style import (ARCH_COLORS, DASHES, TICK_WIDTH, arch_color, finish, mark_chance, mark_threshold,
+                                 wrap_label)
 
 
 def sign_label(sign: str) -> str:
@@ -46,9 +47,10 @@ def family_summary_figure(summary: pd.DataFrame, chance: Mapping[str, float] | N
             name=f"{arch}: family mean", marker={"color": color, "size": 14, "symbol": "diamond"},
             line={"color": color, "width": 1.5}, text=[f"{arch}: {sp}" for sp in order],
             hovertemplate="%{text}<br>mean PW-MCC %{y:.4f}<extra></extra>"))
-    for label, value in (chance or {}).items():
-        mark_chance(fig, value, label=f"chance {label}")
-    fig.update_xaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels,
+    for i, (label, value) in enumerate((chance or {}).items()):
+        mark_chance(fig, value, label=f"chance {label}", dash=DASHES[i % len(DASHES)])
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(labels))),
+                     ticktext=[wrap_label(text, TICK_WIDTH) for text in labels],
                      range=[-0.6, max(len(labels) - 0.4, 0.6)])
     fig.update_yaxes(range=[0, 1.02])
     return finish(fig, "PW-MCC per family vs sparsity setting", "architecture: sparsity setting",
@@ -62,7 +64,9 @@ def pwmcc_matrix_figure(names: Sequence[str], matrix: np.ndarray, chance: float 
     fig = go.Figure(go.Heatmap(z=matrix, x=short, y=short, text=text, texttemplate="%{text}", zmin=0, zmax=1,
                                colorscale="Viridis", colorbar={"title": {"text": "PW-MCC"}},
                                hovertemplate="%{y} ↔ %{x}<br>PW-MCC %{z:.4f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
+    ticks = {"tickmode": "array", "tickvals": short, "ticktext": [wrap_label(n, TICK_WIDTH) for n in short]}
+    fig.update_xaxes(**ticks)
+    fig.update_yaxes(autorange="reversed", **ticks)
     if chance is not None:
         ticks = [t for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if abs(t - chance) > 0.06]
         vals = sorted(ticks + [chance])
@@ -94,7 +98,7 @@ def shared_fraction_figure(curves: Mapping[str, pd.DataFrame], chance: float | N
     fig = go.Figure()
     for label, df in curves.items():
         fig.add_trace(go.Scatter(x=df["threshold"], y=df["shared_fraction"], mode="lines", name=label))
-    mark_threshold(fig, SHARED_THRESHOLD, f"{SHARED_THRESHOLD} (Paulo & Belrose)")
+    mark_threshold(fig, SHARED_THRESHOLD, f"shared threshold {SHARED_THRESHOLD} (Paulo & Belrose)")
     mark_chance(fig, chance, axis="x", label="chance MCC")
     fig.update_yaxes(range=[0, 1.02])
     return finish(fig, "Shared fraction vs threshold", f"threshold on matched decoder {sign_label(sign)}",
@@ -109,6 +113,11 @@ def bin_labels(bins: pd.DataFrame) -> list[str]:
     return out
 
 
+def bin_ticks(labels: list[str]) -> dict:
+    """Axis settings that write each bin's range on two lines ("low–" over "high"), narrow enough to stay level."""
+    return {"tickmode": "array", "tickvals": labels, "ticktext": [text.replace("–", "–<br>") for text in labels]}
+
+
 def frequency_bins_figure(bins: pd.DataFrame, chance: float | None = None, sign: str = "signed",
                           caption: str = "") -> go.Figure:
     """Mean ± sd of per-feature consistency in each activation-frequency bin, with counts."""
@@ -118,14 +127,17 @@ def frequency_bins_figure(bins: pd.DataFrame, chance: float | None = None, sign:
         marker_color=ARCH_COLORS[0], text=[f"n={int(c)}" for c in bins["count"]], textposition="inside",
         insidetextanchor="start", hovertemplate="%{x}<br>mean %{y:.4f}<extra></extra>"))
     mark_chance(fig, chance, label="chance MCC")
-    fig.update_layout(showlegend=True)
+    fig.update_xaxes(**bin_ticks(labels))
     fig.update_yaxes(range=[min(0.0, float(np.nanmin(bins["mean"] - bins["sd"].fillna(0)))) if len(bins) else 0, 1.05])
     return finish(fig, "Consistency by activation frequency", "activation frequency bin (firing fraction, log-spaced)",
                   f"per-feature match score ({sign_label(sign)})", caption)
 
 
-def contribution_figure(bins: pd.DataFrame, chance: float | None = None, caption: str = "") -> go.Figure:
-    """Each frequency bin's contribution to the mean score (bars), its running sum (line) and share of features."""
+def contribution_figure(bins: pd.DataFrame, caption: str = "") -> go.Figure:
+    """Each frequency bin's contribution to the mean score (bars), its running sum (line) and share of features.
+
+    No chance line: a bin's contribution is a part of the mean, not a match score, so chance MCC is no reference.
+    """
     labels = bin_labels(bins)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Bar(x=labels, y=bins["contribution"], name="contribution of bin", marker_color=ARCH_COLORS[0]),
@@ -134,12 +146,12 @@ def contribution_figure(bins: pd.DataFrame, chance: float | None = None, caption
                              line={"color": ARCH_COLORS[1]}), secondary_y=False)
     fig.add_trace(go.Scatter(x=labels, y=bins["share"], mode="lines+markers", name="share of features",
                              line={"color": ARCH_COLORS[2], "dash": "dot"}), secondary_y=True)
-    mark_chance(fig, chance, label="chance MCC")
     fig = finish(fig, "Contribution of each frequency bin to the mean match score",
                  "activation frequency bin (firing fraction, log-spaced)", "contribution to mean score", caption)
+    fig.update_xaxes(**bin_ticks(labels))
+    fig.update_yaxes(rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="share of features", secondary_y=True, range=[0, 1.02], tickmode="linear", tick0=0,
                      dtick=0.2, tickformat=".0%", showgrid=False)
-    fig.update_layout(legend={"x": 1.08})
     return fig
 
 

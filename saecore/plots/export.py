@@ -7,9 +7,10 @@ import warnings
 
 import plotly.graph_objects as go
 
-from saecore.plots.style import with_caption
+from saecore.plots.style import scale_of, with_caption
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
+EXPORT_WIDTH = 1000  # pixels; a figure enlarged by style.presentation is exported proportionally wider
 _lock = threading.Lock()
 _server_started = False
 
@@ -30,12 +31,15 @@ def _ensure_server() -> None:
 
 
 def figure_image(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
-    """The figure rendered as PNG or SVG bytes (same layout as on screen, caption included)."""
+    """The figure rendered as PNG or SVG bytes (same layout as on screen, caption included).
+
+    A figure from `style.presentation` keeps its proportions: the image is as much wider as its fonts are bigger.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"image format must be one of {tuple(FORMATS)}, got {fmt!r}")
     _ensure_server()
+    width = fig.layout.width or round(EXPORT_WIDTH * scale_of(fig))
     fig = with_caption(fig)
-    width = fig.layout.width or 1000
     height = fig.layout.height or 500
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The kopts argument is ignored")

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from saecore.plots.style import ARCH_COLORS, CHANCE_COLOR, finish
+from saecore.plots.style import ARCH_COLORS, CHANCE_COLOR, finish, reference_line
 
 
 def bins_frame(edges, counts, means) -> pd.DataFrame:
@@ -46,13 +46,11 @@ def semantic_scatter(pairs: Mapping[str, pd.DataFrame], baselines: Mapping[str, 
             marker={"size": 6, "opacity": 0.6, "color": ARCH_COLORS[(i - 1) % len(ARCH_COLORS)]}, customdata=custom,
             hovertemplate=("A %{customdata[0]}: %{customdata[2]}<br>B %{customdata[1]}: %{customdata[3]}<br>"
                            "match %{x:.3f} · explanation similarity %{y:.3f}<extra></extra>")), row=1, col=i)
-        _baseline_line(fig, (baselines or {}).get(label), i, "bottom right")
-        fig.update_xaxes(title_text="decoder match score", row=1, col=i)
+    _baseline_lines(fig, labels, baselines)
     fig = finish(fig, "Decoder match score vs explanation similarity", "decoder match score",
                  "explanation similarity (embedding cosine)", caption, height=480)
     for col in range(2, len(labels) + 1):
         fig.update_yaxes(title_text="", row=1, col=col)
-    _legend_below(fig)
     return fig
 
 
@@ -67,28 +65,35 @@ def binned_figure(tables: Mapping[str, pd.DataFrame], baselines: Mapping[str, fl
         color = ARCH_COLORS[(i - 1) % len(ARCH_COLORS)]
         fig.add_trace(go.Bar(x=df["bin"], y=df["mean_similarity"], name=f"{label}: matched pairs", marker_color=color,
                              text=[f"n={int(n)}" for n in df["pairs"]], textposition="outside",
-                             hovertemplate="score %{x}<br>mean similarity %{y:.3f}<extra></extra>"), row=1, col=i)
-        _baseline_line(fig, (baselines or {}).get(label), i, "top left")
-        fig.update_xaxes(title_text="decoder match score bin", tickangle=-30, row=1, col=i)
+                             hovertemplate="score %{x}<br>mean similarity %{y:.3f}<extra></extra>"),
+                      row=1, col=i)
+        fig.update_xaxes(tickmode="array", tickvals=list(df["bin"]),
+                         ticktext=[str(b).replace("–", "–<br>") for b in df["bin"]], row=1, col=i)
+    _baseline_lines(fig, labels, baselines)
     fig = finish(fig, "Explanation similarity by match-score bin (5 log-spaced bins)", "decoder match score bin",
                  "mean explanation similarity", caption, height=480)
     for col in range(2, len(labels) + 1):
         fig.update_yaxes(title_text="", row=1, col=col)
-    _legend_below(fig)
     return fig
 
 
-def _baseline_line(fig: go.Figure, base: float | None, col: int, position: str) -> None:
-    """The random-pair baseline as a dashed line in panel `col` (nothing when unknown or NaN)."""
-    if base is not None and base == base:
-        fig.add_hline(base, line_dash="dash", line_color=CHANCE_COLOR, row=1, col=col,
-                      annotation_text=f"random pairs {base:.2f}", annotation_position=position,
-                      annotation_font_color=CHANCE_COLOR)
+def _baseline_lines(fig: go.Figure, labels: list[str], baselines: Mapping[str, float] | None) -> None:
+    """The random-pair baseline of each panel as a dashed line, its value named in the legend or the panel title.
 
-
-def _legend_below(fig: go.Figure) -> None:
-    """Legend under the plot and subplot titles kept clear of the figure title."""
-    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0}, margin={"t": 100, "b": 130})
-    for ann in fig.layout.annotations:
-        if ann.yref == "paper" and ann.y == 1.0:
-            ann.update(font={"size": 12})
+    With several panels the legend names the line once and each panel title carries its own value, so no
+    legend entry has to repeat a long comparison label.
+    """
+    known = {col: base for col, label in enumerate(labels, start=1)
+             if (base := (baselines or {}).get(label)) is not None and base == base}
+    if len(labels) == 1 and known:
+        reference_line(fig, known[1], f"random pairs {known[1]:.2f}", row=1, col=1)
+        return
+    for col, base in known.items():
+        fig.add_hline(base, line_dash="dash", line_color=CHANCE_COLOR, line_width=1.5, row=1, col=col)
+    titles = [a for a in fig.layout.annotations if a.yref == "paper" and a.y == 1.0]
+    for col, base in known.items():
+        if col <= len(titles):
+            titles[col - 1].update(text=f"{titles[col - 1].text}<br>random pairs {base:.2f}")
+    if known:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="random unmatched pairs (mean)",
+                                 hoverinfo="skip", line={"color": CHANCE_COLOR, "dash": "dash", "width": 1.5}))

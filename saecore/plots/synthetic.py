@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from saecore.plots.style import CHANCE_COLOR, arch_color, finish
+from saecore.plots.style import arch_color, finish, reference_line
 
 PANELS = (("gt_mcc", "GT-MCC (learned vs ground truth)"), ("pw_mcc", "PW-MCC (between seeds)"))
 
@@ -47,11 +47,10 @@ def mcc_curves_figure(curves: pd.DataFrame, chance: dict | None = None, title: s
                                      showlegend=col == 1,
                                      hovertemplate=f"{arch}<br>step %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>"),
                           row=1, col=col)
+    for col, (metric, label) in enumerate(PANELS, start=1):
         value = (chance or {}).get(metric)
         if value is not None and value == value:
-            fig.add_hline(value, line_dash="dash", line_color=CHANCE_COLOR, row=1, col=col,
-                          annotation_text=f"chance {value:.3f}", annotation_position="bottom right",
-                          annotation_font_color=CHANCE_COLOR)
+            reference_line(fig, value, f"chance {label.split()[0]} {value:.3f}", row=1, col=col)
     fig.update_xaxes(title_text="training step", row=1, col=2)
     fig.update_yaxes(title_text="MCC (mean matched cosine)", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02])

@@ -2,56 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
+from browser import CHROMIUM, CHROMIUM_ARGS, open_page, settle, shot, streamlit_server
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, generated_ws):
-    port = _free_port()
-    env = {**os.environ, "SAECORE_WORKSPACE_ROOTS": str(generated_ws.parent),
-           "SAECORE_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit server did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with streamlit_server({"SAECORE_WORKSPACE_ROOTS": str(generated_ws.parent),
+                           "SAECORE_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache"))}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -59,31 +24,21 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 4200})
         yield pg
         browser.close()
 
 
 def _settle(pg, charts: bool = True, timeout: float = 90_000) -> None:
-    """Wait until the script finished and (optionally) a plotly chart is drawn."""
-    pg.wait_for_timeout(300)
-    pg.wait_for_selector('.stApp[data-test-script-state="notRunning"]', timeout=timeout)
-    if charts:
-        pg.wait_for_selector(".js-plotly-plot .main-svg", timeout=timeout)
-    pg.wait_for_timeout(500)
+    settle(pg, charts, timeout)
 
 
 def _open(pg, server: str, path: str, params: dict, charts: bool = True) -> None:
-    pg.goto(f"{server}/{path}?{urllib.parse.urlencode(params, doseq=True)}")
-    _settle(pg, charts)
+    open_page(pg, server, path, params, charts)
 
 
-def _shot(pg, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+_shot = shot
 
 
 def test_home_draws_the_family_summary(page, server, generated_ws):

@@ -48,10 +48,13 @@ def test_typing_a_path_updates_the_url(generated_ws):
 def test_presentation_mode_hides_controls_and_keeps_the_url(generated_ws):
     at = open_app({"ws": str(generated_ws), "present": "1"})
     assert_clean(at)
-    assert any("st-key-controls" in md.value for md in at.markdown)
+    assert any("st-key-controls" in el.proto.body for el in at.get("html"))
     assert at.query_params["present"] == "1"
     next(b for b in at.button if b.label == "Exit presentation mode").click().run()
     assert "present" not in at.query_params
+    assert not any("st-key-controls" in el.proto.body for el in at.get("html"))
+    next(b for b in at.button if b.label == "Presentation mode").click().run()
+    assert at.query_params["present"] == "1"
 
 
 def test_report_and_downloads_are_offered(generated_ws):

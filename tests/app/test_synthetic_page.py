@@ -49,6 +49,21 @@ def test_new_experiment_runs_from_the_form(tmp_path, monkeypatch):
     assert set(new.index) == {"topk", "standard"}
     assert (new["step"] == 20).all()
     assert list(tmp_path.glob("synthetic/*/final.json"))
+    assert not [b for b in at.button if b.proto.label == "Stop"]  # gone once training has finished
+
+
+def test_stop_button_is_cleared_when_a_setting_cannot_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAECORE_CACHE_DIR", str(tmp_path))
+    at = run_page()
+    at.number_input(key="syn_n_matched").set_value(300)
+    at.number_input(key="syn_steps").set_value(10)
+    at.number_input(key="syn_seeds").set_value(1)
+    at.multiselect(key="syn_archs").set_value([])
+    [b for b in at.button if b.proto.label == "Train"][0].click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error if e.value.startswith("Cannot run this setting")]
+    assert not [b for b in at.button if b.proto.label == "Stop"]
 
 
 def test_every_committed_regime_can_be_shown():
