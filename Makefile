@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install sysdeps demo test bench gpu-check demo-data explainer clean
+.PHONY: install sysdeps demo test bench gpu-check demo-data explainer screenshots clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -56,3 +56,7 @@ demo-data: install sysdeps
 # Start the local OpenAI-compatible explainer (llama.cpp + SmolLM2) on 127.0.0.1:8012.
 explainer: install
 	$(PY) -m saecore explainer serve --port 8012
+
+# Screenshots of every page on the demo, normal and presentation mode (docs/screenshots/, shown in the README).
+screenshots: install sysdeps
+	$(PY) docs/screenshots.py --sizes 1400x1000

@@ -9,7 +9,7 @@ from dashboard.state import PRESENT, current_view
 CSS = """
 <style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stExpandSidebarButton"],
-.st-key-controls, .st-key-controls_runs, [data-testid="stDownloadButton"], [class*="st-key-share_"] {
+[class*="st-key-controls"], [data-testid="stDownloadButton"], [class*="st-key-share_"] {
   display: none !important;
 }
 [data-testid="stMainBlockContainer"] { padding-top: 4.5rem; }
@@ -17,10 +17,9 @@ CSS = """
 [data-testid="stAlertContainer"] p { font-size: 1.3rem !important; line-height: 1.5; }
 h1 { font-size: 3.6rem !important; } h2 { font-size: 2.4rem !important; } h3 { font-size: 1.9rem !important; }
 h4 { font-size: 1.6rem !important; }
-[data-testid="stMetricValue"] { font-size: 2.8rem !important; }
+[data-testid="stMetricValue"] p { font-size: 2.8rem !important; line-height: 1.2; }
 [data-testid="stMetricLabel"] p { font-size: 1.2rem !important; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1.1rem !important; }
-[data-testid="stDataFrame"] { zoom: 1.3; }
 [data-testid="stWidgetLabel"] p { font-size: 1.15rem !important; }
 </style>
 """

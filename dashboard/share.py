@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard.state import PRESENT
 from saecore.plots.export import figure_image
-from saecore.plots.style import presentation
+from saecore.plots.style import presentation, retitle
 from saecore.report import Section, html_report
 
 _SECTIONS = "_saecore_report_sections"
@@ -40,8 +40,14 @@ def presenting() -> bool:
     return bool(st.session_state.get(PRESENT, False))
 
 
-def chart(fig: go.Figure, data: pd.DataFrame | None, caption: str, key: str, on_select: str = "ignore"):
-    """Draw a figure with its caption and download buttons; returns the selection event when on_select='rerun'."""
+def chart(fig: go.Figure, data: pd.DataFrame | None, caption: str, key: str, on_select: str = "ignore",
+          subject: str = ""):
+    """Draw a figure with its caption and download buttons; returns the selection event when on_select='rerun'.
+
+    `subject` (e.g. the family's short label) is added to the title, so a screenshot or export says what it shows.
+    """
+    if subject:
+        fig = retitle(fig, f"{fig.layout.title.text or key}: {subject}")
     title = (fig.layout.title.text or key).replace("<br>", " ")
     report_fig = fig
     if presenting():

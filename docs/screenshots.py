@@ -50,7 +50,7 @@ def capture(out: Path, sizes: list[tuple[int, int]]) -> list[Path]:
                     pg.screenshot(path=str(file))
                     Image.open(file).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(file, optimize=True)
                     written.append(file)
-                    print(f"{file.relative_to(ROOT)}  {file.stat().st_size / 1024:.0f} KB", flush=True)
+                    print(f"{file}  {file.stat().st_size / 1024:.0f} KB", flush=True)
             pg.close()
         browser.close()
     return written

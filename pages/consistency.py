@@ -50,7 +50,7 @@ share.key_numbers(f"PW-MCC of {label}", {
 matrix = comp.pw.matrix()
 cap = f"Pairwise MCC ({settings}) between the runs of {label}."
 share.chart(pwmcc_matrix_figure(comp.names, matrix, chance, cap),
-            pd.DataFrame(matrix, index=comp.names, columns=comp.names).reset_index(names="run"), cap, key="matrix")
+            pd.DataFrame(matrix, index=comp.names, columns=comp.names).reset_index(names="run"), cap, key="matrix", subject=label)
 
 pair_keys = sorted(comp.matches)[:MAX_PAIR_TRACES]
 pair_label = {k: f"{comp.names[k[0]]} ↔ {comp.names[k[1]]}" for k in pair_keys}
@@ -58,14 +58,14 @@ scores = {pair_label[k]: comp.matches[k].scores for k in pair_keys}
 hist_df = pd.concat([pd.DataFrame({"pair": lbl, "score": s}) for lbl, s in scores.items()], ignore_index=True)
 cap = (f"Matched decoder {sign_label(view.sign)} of every matched feature, per run pair of {label} "
        f"(first {len(pair_keys)} pairs). Dashed: chance MCC {chance:.3f}; dotted: shared threshold {SHARED_THRESHOLD}.")
-share.chart(score_histogram(scores, chance, view.sign, cap), hist_df, cap, key="histogram")
+share.chart(score_histogram(scores, chance, view.sign, cap), hist_df, cap, key="histogram", subject=label)
 
 curves = {pair_label[k]: shared_fraction_curve(comp.matches[k]) for k in pair_keys}
 curve_df = pd.concat([c.assign(pair=lbl) for lbl, c in curves.items()], ignore_index=True)
 at_threshold = ", ".join(f"{lbl}: {shared_fraction(comp.matches[k]):.1%}" for k, lbl in pair_label.items())
 cap = (f"Fraction of run A's features whose matched partner in run B has decoder cosine above the threshold "
        f"({label}, {settings}; decoder only). At {SHARED_THRESHOLD}: {at_threshold}.")
-share.chart(shared_fraction_figure(curves, chance, view.sign, cap), curve_df, cap, key="shared")
+share.chart(shared_fraction_figure(curves, chance, view.sign, cap), curve_df, cap, key="shared", subject=label)
 
 st.subheader("Consistency by activation frequency")
 ref_name = bound(st.selectbox, "consistency_reference", view.reference if view.reference in comp.names else comp.names[0],
@@ -86,11 +86,11 @@ else:
     cap = (f"Features of {ref_name} in 5 equal-width bins of log10 firing fraction (from {source}); per-feature score = "
            f"mean matched {sign_label(view.sign)} against the other {len(runs) - 1} run(s) of {label}. "
            f"Bars: mean ± sd, n = features per bin. Dashed: chance MCC.")
-    share.chart(frequency_bins_figure(bins, chance, view.sign, cap), bins, cap, key="freq_bins")
+    share.chart(frequency_bins_figure(bins, chance, view.sign, cap), bins, cap, key="freq_bins", subject=label)
     cap = (f"Each frequency bin's share of the mean per-feature score of {ref_name} ({label}, {settings}): "
            "bars = bin contribution (sum of its scores / all features), line = cumulative sum (ends at the mean), "
            "dotted = share of features in the bin (right axis).")
-    share.chart(contribution_figure(bins, cap), bins, cap, key="contribution")
+    share.chart(contribution_figure(bins, cap), bins, cap, key="contribution", subject=label)
 
 if view.family:
     series = checkpoint_series(ws, view.family)
@@ -107,6 +107,6 @@ if view.family:
         steps = steps_table(results)
         cap = (f"PW-MCC ({settings}) of the checkpoints of {label} at {len(results)} steps; "
                f"points = single seed pairs, line = mean ± sd. Dashed: chance MCC {chance:.3f}.")
-        share.chart(steps_figure(steps, chance, cap), steps, cap, key="steps")
+        share.chart(steps_figure(steps, chance, cap), steps, cap, key="steps", subject=label)
 
 share.report_button(f"Consistency of {label}", f"Workspace {workspace_label(root)}; runs {names}; {settings}")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import data, page
 from dashboard.state import open_workspace, publish, roots
+from dashboard.tables import table
 from saecore.access import AccessError, resolve_inside
 from saecore.errors import SaecoreError
 from saecore.explain_plan import parse_indices
@@ -30,12 +31,12 @@ if not names:
 
 counts = []
 for m in ws.runs:
-    table, why = data.explanations(m.path)
+    stored, _ = data.explanations(m.path)
     ctx_ok = data.has_contexts(m.path)
-    counts.append({"run": m.name, "explained features": 0 if table is None else int(table["feature"].nunique()),
-                   "explainers": "" if table is None else ", ".join(sorted(table["explainer"].unique())),
+    counts.append({"run": m.name, "explained features": 0 if stored is None else int(stored["feature"].nunique()),
+                   "explainers": "" if stored is None else ", ".join(sorted(stored["explainer"].unique())),
                    "has contexts": ctx_ok})
-st.dataframe(pd.DataFrame(counts), hide_index=True)
+table(pd.DataFrame(counts))
 
 gen_tab, import_tab = st.tabs(["Generate", "Import"])
 
@@ -143,8 +144,7 @@ with gen_tab:
                         st.caption(f"Stored in {report.stored_to}")
                     failures = report.failures()
                     if failures:
-                        st.dataframe(pd.DataFrame({"feature": list(failures), "problem": list(failures.values())}),
-                                     hide_index=True)
+                        table(pd.DataFrame({"feature": list(failures), "problem": list(failures.values())}))
             if blocked:
                 st.caption(f"Generate is off: {blocked}.")
 
@@ -193,8 +193,8 @@ with import_tab:
                     {"what": "features with several usable explanations", "count": len(report.duplicates)},
                     {"what": "features whose explanations all failed or were empty", "count": len(report.failed)},
                     {"what": f"indices outside 0…{(report.d_sae or 0) - 1}", "count": len(report.out_of_range)}])
-                st.dataframe(summary, hide_index=True)
+                table(summary)
                 for w in report.warnings:
                     st.warning(w)
                 if len(report.kept):
-                    st.dataframe(report.kept.head(20), hide_index=True)
+                    table(report.kept.head(20))

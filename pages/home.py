@@ -51,10 +51,16 @@ runs_df["family"] = runs_df["family"].map(labels)
 runs_df = runs_df[[c for c in runs_df.columns
                    if runs_df[c].notna().any() and (runs_df[c] != "").any()
                    and not (c == "explanations" and runs_df[c].sum() == 0)]]
-# Architecture and sparsity are part of the family's label: the table keeps to the screen's width without them.
-table(runs_df, column_order=[c for c in runs_df.columns if c not in ("architecture", "sparsity")], column_config={
-    "L0": st.column_config.NumberColumn(format="%.1f"), "FVU": st.column_config.NumberColumn(format="%.3f"),
-    "explanations": st.column_config.NumberColumn("explained features")})
+# Architecture and sparsity are part of the family's label, and a format shared by every run says nothing:
+# without them, and with fixed widths, the table fits the screen.
+hidden = {"architecture", "sparsity"} | ({"format"} if runs_df["format"].nunique() == 1 else set())
+table(runs_df, column_order=[c for c in runs_df.columns if c not in hidden], column_config={
+    "run": st.column_config.TextColumn(width=240), "seed": st.column_config.NumberColumn(width=50),
+    "step": st.column_config.NumberColumn(width=70), "shape": st.column_config.TextColumn(width=90),
+    "L0": st.column_config.NumberColumn(format="%.1f", width=50),
+    "FVU": st.column_config.NumberColumn(format="%.3f", width=55),
+    "explanations": st.column_config.NumberColumn("explained", help="features with an explanation", width=80),
+    "format": st.column_config.TextColumn(width=90), "family": st.column_config.TextColumn(width=300)})
 share.table_section("Runs", runs_df, f"Every run found under {workspace_label(root)}.")
 if ws.errors:
     st.warning(f"{len(ws.errors)} path(s) looked like runs but could not be read:")
@@ -66,8 +72,12 @@ st.subheader("Families")
 fam_df = pd.DataFrame([{"family": labels[k], "architecture": v[0].architecture, "sparsity": v[0].sparsity,
                         "step": v[0].step, "runs": len(v), "seeds": ", ".join(str(r.seed) for r in v),
                         "shape": v[0].shape, "key": k} for k, v in families.items()])
-table(fam_df.dropna(axis=1, how="all"), column_config={"key": st.column_config.TextColumn(
-    "family key", help="The full key: format/architecture/sparsity/shape/model/hook/step")})
+table(fam_df, column_order=["family", "step", "runs", "seeds", "shape", "key"], column_config={
+    "family": st.column_config.TextColumn(width=330), "step": st.column_config.NumberColumn(width=70),
+    "runs": st.column_config.NumberColumn(width=50), "seeds": st.column_config.TextColumn(width=70),
+    "shape": st.column_config.TextColumn(width=90),
+    "key": st.column_config.TextColumn("family key", width=300,
+                                       help="The full key: format/architecture/sparsity/shape/model/hook/step")})
 share.table_section("Families", fam_df)
 
 st.subheader("PW-MCC across families")

@@ -19,7 +19,9 @@ from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map,
 from saecore.plots.consistency import sign_label
 from saecore.viewstate import ORDER_LABELS, ORDERS, VIEWS
 
-COSINE = {"cosine": st.column_config.NumberColumn(format="%.3f")}
+COSINE = {"rank": st.column_config.NumberColumn(width=40), "feature": st.column_config.NumberColumn(width=60),
+          "cosine": st.column_config.NumberColumn(format="%.3f", width=60),
+          "matched": st.column_config.TextColumn(width=50)}
 
 FEATURE = "pair_feature"  # the open pair's run-A feature (a widget key; callbacks below move it)
 REFILTER = "_pairs_refiltered"  # set when a filter changed: a hidden open pair gives way to the first shown one
@@ -113,13 +115,16 @@ table_key = f"pair_table_{ia}_{ib}_{current}"  # a fresh table per open pair: it
 table(shown, column_order=visible, height=280, key=table_key, selection_mode="single-row",
       selection_default={"selection": {"rows": [order.index(current)] if current in order else []}},
       on_select=lambda: _open(selected_feature(st.session_state[table_key], order)),
-      column_config={"feature_a": "feature A", "feature_b": "feature B", "runner_up_b": "runner-up in B",
-                     "explanation_a": "explanation A", "explanation_b": "explanation B",
+      column_config={"feature_a": st.column_config.NumberColumn("feature A", width=70),
+                     "feature_b": st.column_config.NumberColumn("feature B", width=70),
+                     "runner_up_b": st.column_config.NumberColumn("runner-up", help="runner-up in B", width=80),
+                     "explanation_a": st.column_config.TextColumn("explanation A", width=160),
+                     "explanation_b": st.column_config.TextColumn("explanation B", width=160),
                      "score": st.column_config.ProgressColumn("match score", min_value=-1.0 if lo < 0 else 0.0,
-                                                              max_value=1.0, format="%.3f"),
-                     "runner_up_b_score": st.column_config.NumberColumn("runner-up cosine", format="%.3f"),
-                     "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e"),
-                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e")})
+                                                              max_value=1.0, format="%.3f", width=100),
+                     "runner_up_b_score": st.column_config.NumberColumn("runner-up cos", format="%.3f", width=90),
+                     "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e", width=80),
+                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e", width=80)})
 
 prev_f, next_f = neighbours(order, current)
 n1, n2, n3 = st.columns([1, 2, 1])

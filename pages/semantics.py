@@ -94,27 +94,15 @@ if not results:
     st.warning("Nothing to show for the chosen families.")
     st.stop()
 
-stats_rows = []
-for label, r in results.items():
-    stats_rows.append({
-        "comparison": label, "pairs with both explained": r.n_pairs, "matched pairs": r.n_matched,
-        "Pearson r": r.pearson.value, "Pearson 95% CI": f"[{r.pearson.ci_low:.3f}, {r.pearson.ci_high:.3f}]",
-        "Spearman ρ": r.spearman.value, "Spearman 95% CI": f"[{r.spearman.ci_low:.3f}, {r.spearman.ci_high:.3f}]",
-        "mean similarity (matched)": float(r.pairs["similarity"].mean()),
-        "random pairs mean": r.baseline.mean, "random 95% CI": f"[{r.baseline.ci_low:.3f}, {r.baseline.ci_high:.3f}]",
-        "explainer": r.explainer_a if r.explainer_a == r.explainer_b else f"{r.explainer_a} / {r.explainer_b}",
-        "embedder": r.embedder})
-stats_df = pd.DataFrame(stats_rows)
+stats_df = pd.DataFrame([{"comparison": label, **r.summary()} for label, r in results.items()])
 st.subheader("Correlation of match score with explanation similarity")
-table(stats_df, column_config={
-    c: st.column_config.NumberColumn(format="%.3f") for c in ("Pearson r", "Spearman ρ", "mean similarity (matched)",
-                                                              "random pairs mean")})
-for r_label, r in results.items():
-    share.key_numbers(r_label, {"pairs with both explained": f"{r.n_pairs:,}",
-                                "Pearson r": f"{r.pearson.value:.3f} [{r.pearson.ci_low:.3f}, {r.pearson.ci_high:.3f}]",
-                                "Spearman ρ": f"{r.spearman.value:.3f}",
-                                "mean similarity, matched": f"{float(r.pairs['similarity'].mean()):.3f}",
-                                "random pairs": f"{r.baseline.mean:.3f}"})
+widths = [220, 130, 150, 150, 120, 150]  # the table fits a 1400 px screen beside the sidebar
+table(stats_df, column_config={c: st.column_config.TextColumn(width=w) for c, w in zip(stats_df.columns, widths)})
+explainers = sorted({e for r in results.values() for e in (r.explainer_a, r.explainer_b) if e})
+st.caption(f"95% bootstrap intervals in brackets. Explainer: {', '.join(explainers) or 'unknown'}; "
+           f"embedder: {next(iter(results.values())).embedder}.")
+for label, r in results.items():
+    share.key_numbers(label, r.summary())
 share.table_section("Correlations", stats_df, "Bootstrap 95% confidence intervals; random pairs = unmatched features.")
 for r in results.values():
     for note in r.notes:

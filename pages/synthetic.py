@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import page, share
+from dashboard.tables import table as show_table
 from dashboard.state import publish
 from saecore.cache import read_parquet
 from saecore.errors import SaecoreError
@@ -54,7 +55,7 @@ def show(summary: dict, curves: pd.DataFrame, key: str) -> None:
     table = finals_table(summary, matched)
     formats = {c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if "MCC" in c}
     formats["L0"] = st.column_config.NumberColumn(format="%.2f")
-    st.dataframe(table, hide_index=True, key=f"table_{key}", column_config=formats)
+    show_table(table, key=f"table_{key}", column_config=formats)
     approx = PUBLISHED_APPROX.get(summary["regime"])
     if approx:
         st.caption(f"Paper, read off its figure (approximate): GT-MCC ≈ {approx['gt_mcc_mean']:.2f}, "
@@ -75,7 +76,7 @@ if not folders:
     st.info(f"No committed results under {RESULTS}. Run `python -m saecore synthetic --out data/synthetic/matched`.")
 else:
     names = [p.name for p in folders]
-    name = st.selectbox("Regime", names, index=names.index("matched") if "matched" in names else 0,
+    name = st.container(key="controls_regime").selectbox("Regime", names, index=names.index("matched") if "matched" in names else 0,
                         key="synthetic_committed_regime")
     folder = RESULTS / name
     summary, curves = committed(str(folder), (folder / "result.json").stat().st_mtime)
@@ -85,28 +86,29 @@ else:
         st.caption("Reproduce with:")
         st.code(command.read_text().strip(), language="bash")
 
-st.header("Run an experiment")
-with st.form("synthetic_form"):
-    regime = st.selectbox("Start from regime", list(REGIMES), key="synthetic_regime")
-    base = REGIMES[regime]
-    c1, c2, c3, c4 = st.columns(4)
-    n_features = c1.number_input("true features", 2, 5000, base.data.n_features, key=f"syn_nf_{regime}")
-    d_in = c2.number_input("d_in", 2, 1024, base.data.d_in, key=f"syn_din_{regime}")
-    k = c3.number_input("true k", 1, 256, base.data.k, key=f"syn_k_{regime}")
-    n_samples = c4.number_input("samples N", 100, 200_000, 5_000, step=1000, key=f"syn_n_{regime}",
-                                help="the paper used 50,000; fewer trains faster")
-    c1, c2, c3, c4 = st.columns(4)
-    d_sae = c1.number_input("SAE latents", 2, 10_000, base.d_sae, key=f"syn_dsae_{regime}")
-    sae_k = c2.number_input("SAE k (topk, batchtopk)", 1, 256, base.data.k, key=f"syn_saek_{regime}")
-    n_seeds = c3.number_input("seeds", 1, 10, 3, key="syn_seeds", help="seeds 42, 43, ...")
-    steps = c4.number_input("steps", 10, 30_000, 2_000, step=500, key="syn_steps")
-    c1, c2, c3, c4 = st.columns(4)
-    archs = c1.multiselect("architectures", ARCHITECTURES, ["topk", "standard"], key="syn_archs")
-    lr = c2.number_input("learning rate", 1e-5, 1e-1, 1e-3, format="%.5f", key="syn_lr",
-                         help="the paper: 1e-4 for 30,000 steps")
-    zipf = c3.number_input("Zipf exponent (0 = uniform)", 0.0, 3.0, 0.0, step=0.1, key="syn_zipf")
-    noise = c4.number_input("noise σ", 0.0, 1.0, 0.0, step=0.01, key="syn_noise")
-    submitted = st.form_submit_button("Train", type="primary")
+with st.container(key="controls_experiment"):
+    st.header("Run an experiment")
+    with st.form("synthetic_form"):
+        regime = st.selectbox("Start from regime", list(REGIMES), key="synthetic_regime")
+        base = REGIMES[regime]
+        c1, c2, c3, c4 = st.columns(4)
+        n_features = c1.number_input("true features", 2, 5000, base.data.n_features, key=f"syn_nf_{regime}")
+        d_in = c2.number_input("d_in", 2, 1024, base.data.d_in, key=f"syn_din_{regime}")
+        k = c3.number_input("true k", 1, 256, base.data.k, key=f"syn_k_{regime}")
+        n_samples = c4.number_input("samples N", 100, 200_000, 5_000, step=1000, key=f"syn_n_{regime}",
+                                    help="the paper used 50,000; fewer trains faster")
+        c1, c2, c3, c4 = st.columns(4)
+        d_sae = c1.number_input("SAE latents", 2, 10_000, base.d_sae, key=f"syn_dsae_{regime}")
+        sae_k = c2.number_input("SAE k (topk, batchtopk)", 1, 256, base.data.k, key=f"syn_saek_{regime}")
+        n_seeds = c3.number_input("seeds", 1, 10, 3, key="syn_seeds", help="seeds 42, 43, ...")
+        steps = c4.number_input("steps", 10, 30_000, 2_000, step=500, key="syn_steps")
+        c1, c2, c3, c4 = st.columns(4)
+        archs = c1.multiselect("architectures", ARCHITECTURES, ["topk", "standard"], key="syn_archs")
+        lr = c2.number_input("learning rate", 1e-5, 1e-1, 1e-3, format="%.5f", key="syn_lr",
+                             help="the paper: 1e-4 for 30,000 steps")
+        zipf = c3.number_input("Zipf exponent (0 = uniform)", 0.0, 3.0, 0.0, step=0.1, key="syn_zipf")
+        noise = c4.number_input("noise σ", 0.0, 1.0, 0.0, step=0.01, key="syn_noise")
+        submitted = st.form_submit_button("Train", type="primary")
 
 if submitted:
     st.session_state[RUN_KEY] = {

@@ -148,6 +148,10 @@ class Correlation:
         return {"value": _num(self.value), "ci_low": _num(self.ci_low), "ci_high": _num(self.ci_high),
                 "level": self.level}
 
+    def text(self) -> str:
+        """'0.148 [0.060, 0.224]': the value and its interval, as tables and reports show it."""
+        return f"{self.value:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
+
 
 @dataclass
 class ScoreBins:
@@ -311,6 +315,15 @@ class SemanticResult:
     @property
     def n_pairs(self) -> int:
         return int(len(self.pairs))
+
+    def summary(self) -> dict[str, str]:
+        """The headline numbers as people read them (95% intervals in brackets), for tables and reports."""
+        mean = float(self.pairs["similarity"].mean()) if self.n_pairs else float("nan")
+        b = self.baseline
+        return {"pairs explained on both sides": f"{self.n_pairs:,} of {self.n_matched:,}",
+                "Pearson r": self.pearson.text(), "Spearman ρ": self.spearman.text(),
+                "mean similarity, matched pairs": f"{mean:.3f}",
+                "mean similarity, random pairs": f"{b.mean:.3f} [{b.ci_low:.3f}, {b.ci_high:.3f}]"}
 
     def to_json(self) -> dict:
         return {"run_a": self.run_a, "run_b": self.run_b, "embedder": self.embedder,

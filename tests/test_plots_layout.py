@@ -9,7 +9,8 @@ import pytest
 
 from saecore.plots.consistency import frequency_bins_figure, score_histogram, shared_fraction_figure
 from saecore.plots.semantic import bins_frame, binned_figure
-from saecore.plots.style import (FONT_SIZE, TITLE_SIZE, finish, presentation, scale_of, with_caption, wrap_label)
+from saecore.plots.style import (FONT_SIZE, TITLE_SIZE, finish, line_count, presentation, retitle, scale_of,
+                                 with_caption, wrap_label)
 
 LONG_PAIR = "topk_k32/seed0/checkpoints/149504 ↔ topk_k32/seed1/checkpoints/149504"
 
@@ -127,3 +128,12 @@ def test_figures_put_the_legend_below_and_let_axes_grow_their_margins():
     assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 0 and fig.layout.legend.orientation == "h"
     assert fig.layout.xaxis.automargin is True and fig.layout.yaxis.automargin is True
     assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"
+
+
+def test_retitle_grows_the_top_margin_with_the_title_lines():
+    fig = score_histogram({"a ↔ b": np.linspace(0, 1, 50)}, 0.2)
+    long = retitle(fig, "Per-feature match scores: TopK k=32 · 16,384 latents · gemma-2-2b · step 149,504 · seeds 0–4")
+    lines = line_count(long.layout.title.text)
+    assert lines == 2 and line_count(fig.layout.title.text) == 1
+    assert long.layout.margin.t - fig.layout.margin.t == long.layout.height - fig.layout.height > TITLE_SIZE
+    assert fig.layout.title.text == "Per-feature match scores"  # the original is untouched

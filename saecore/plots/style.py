@@ -170,6 +170,19 @@ def finish(fig: go.Figure, title: str, x_title: str, y_title: str, caption: str 
     return fig
 
 
+def retitle(fig: go.Figure, title: str) -> go.Figure:
+    """A copy with another title (e.g. naming the family shown); the top margin and height follow its line count."""
+    out = go.Figure(fig)
+    old = out.layout.title.text or ""
+    new = wrap_label(title, TITLE_WIDTH)
+    size = out.layout.title.font.size or TITLE_SIZE
+    grow = round(text_block(line_count(new) - line_count(old), size))
+    top = out.layout.margin.t if out.layout.margin.t is not None else _PLOTLY_MARGIN["t"]
+    out.update_layout(title={"text": new, "pad": {"t": title_pad(new, size)}}, margin={"t": top + grow},
+                      height=(out.layout.height or 450) + grow)
+    return out
+
+
 def caption_of(fig: go.Figure) -> str:
     """The caption kept in the figure's layout.meta ('' when none)."""
     meta = fig.layout.meta

@@ -28,7 +28,7 @@ def test_metrics_and_charts_equal_saecore(generated_ws):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["PW-MCC (mean over pairs)"] == f"{comp.pw.mean:.4f}"
     assert metrics["std over pairs"] == f"{comp.pw.std:.4f}"
-    figs = {f["layout"]["title"]["text"]: f for f in figures(at)}
+    figs = {f["layout"]["title"]["text"].replace("<br>", " ").split(": ")[0]: f for f in figures(at)}  # titles end ": family"
     np.testing.assert_allclose(values(figs["Pairwise MCC between runs"]["data"][0]["z"]), comp.pw.matrix())
     bins = frequency_bins(comp.runs[0].frequencies, comp.feature_consistency(0)["mean_score"].to_numpy())
     shown = figs["Consistency by activation frequency"]["data"][0]["y"]
@@ -77,7 +77,7 @@ def test_checkpoints_give_pw_mcc_per_step(tmp_path, monkeypatch):
     monkeypatch.setenv("SAECORE_WORKSPACE_ROOTS", str(tmp_path))
     at = open_app({"ws": str(root)}, PAGE)
     assert_clean(at)
-    fig = next(f for f in figures(at) if f["layout"]["title"]["text"] == "PW-MCC during training")
+    fig = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("PW-MCC during training"))
     mean_trace = next(t for t in fig["data"] if t["name"].startswith("mean"))
     expected = [compare_runs([load_run(root / f"seed{s}" / "checkpoints" / str(step)) for s in range(2)]).pw.mean
                 for step in (1000, 5000)]

@@ -77,7 +77,7 @@ def test_unreachable_endpoint_disables_generate_and_says_how_to_start_one(genera
     at.number_input(key="explain_n").set_value(2)
     at.run()
     assert_clean(at)
-    assert any(e.value.startswith("Not reachable: connection refused") for e in at.error)
+    assert any(w.value.startswith("Not reachable: connection refused") for w in at.warning)
     assert at.button(key="explain_start").disabled
     shown = _shown(at)
     assert "Generate is off: the endpoint is not reachable." in shown

@@ -225,3 +225,19 @@ def test_a_folder_without_runs_says_what_the_loaders_look_for(page, server, extr
     for name in ("SAELens", "sparsify", "dictionary_learning", "Gemma Scope"):
         assert name in body
     assert page.locator('[data-testid="stDataFrame"]').count() == 0
+
+
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+
+
+@pytest.mark.skipif(not DEMO.is_dir(), reason="needs the shipped demo workspace")
+@pytest.mark.parametrize("present", [False, True])
+def test_tables_fit_the_screen_on_the_demo(page, server, present):
+    """No data grid scrolls sideways at 1400 px: every column is in view, in either mode."""
+    for path in ("", "consistency", "pairs", "semantics"):
+        open_page(page, server, path, {"ws": "data/demo", **({"present": "1"} if present else {})})
+        page.wait_for_selector('[data-testid="stDataFrame"] .dvn-scroller', timeout=120_000)
+        page.wait_for_timeout(1000)
+        widths = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller'))
+                                  .map(s => [s.scrollWidth, s.clientWidth])""")
+        assert widths and all(scroll <= client + 1 for scroll, client in widths), (path, widths)
