@@ -41,7 +41,7 @@ c1.metric("PW-MCC (mean over pairs)", f"{comp.pw.mean:.4f}", help="population st
 c2.metric("std over pairs", f"{comp.pw.std:.4f}")
 c3.metric("chance level", f"{chance:.4f}", help="MCC of random gaussian dictionaries of the same shapes")
 c4.metric("pairs", len(comp.pw.pairs))
-st.caption(f"{label}: {names}. {settings}. Matching on `{first.info.get('device', '?')}` "
+st.caption(f"{label}: {names}. {settings[:1].upper() + settings[1:]}. Matching on `{first.info.get('device', '?')}` "
            f"with the {first.info.get('method', '?')} solver; {comp.cached} of {len(comp.matches)} pairs from the cache.")
 
 share.key_numbers(f"PW-MCC of {label}", {
@@ -68,7 +68,8 @@ cap = (f"Fraction of run A's features whose matched partner in run B has decoder
 share.chart(shared_fraction_figure(curves, chance, view.sign, cap), curve_df, cap, key="shared", subject=label)
 
 st.subheader("Consistency by activation frequency")
-ref_name = bound(st.selectbox, "consistency_reference", view.reference if view.reference in comp.names else comp.names[0],
+ref_default = view.reference if view.reference in comp.names else comp.names[0]
+ref_name = bound(st.container(key="controls_reference").selectbox, "consistency_reference", ref_default,
                  label="Reference run (its features are binned by how often they fire)", options=comp.names)
 view = view.replace(reference=ref_name)
 publish(view)

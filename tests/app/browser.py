@@ -67,6 +67,13 @@ def streamlit_server(env: dict[str, str]) -> Iterator[str]:
             proc.kill()
 
 
+@contextlib.contextmanager
+def workspace_server(roots: Path, cache: Path) -> Iterator[str]:
+    """The dashboard allowed to open folders under `roots`, with its own cache folder."""
+    with streamlit_server({"SAECORE_WORKSPACE_ROOTS": str(roots), "SAECORE_CACHE_DIR": str(cache)}) as url:
+        yield url
+
+
 def settle(pg, charts: bool = False, timeout: float = 90_000) -> None:
     """Wait until the script finished (and, optionally, a plotly chart is drawn)."""
     pg.wait_for_timeout(300)

@@ -43,3 +43,16 @@ def app_env(generated_ws, monkeypatch):
     monkeypatch.setenv("SAECORE_WORKSPACE_ROOTS", str(generated_ws.parent))
     st.cache_data.clear()
     yield
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for one test module (the browser tests skip themselves when it is not installed)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -7,27 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from browser import CHROMIUM, CHROMIUM_ARGS, open_page, settle, shot, streamlit_server
+from browser import CHROMIUM, open_page, settle, shot, workspace_server
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, generated_ws):
-    with streamlit_server({"SAECORE_WORKSPACE_ROOTS": str(generated_ws.parent),
-                           "SAECORE_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache"))}) as url:
+    with workspace_server(generated_ws.parent, tmp_path_factory.mktemp("browser-cache")) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 4200})
-        yield pg
-        browser.close()
+def page(server, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 4200})
+    yield pg
+    pg.close()
 
 
 def _settle(pg, charts: bool = True, timeout: float = 90_000) -> None:

@@ -108,9 +108,9 @@ def test_check_again_asks_the_endpoint_anew(generated_ws):
         httpd.server_close()
 
 
-def test_key_from_a_named_environment_variable_is_used_and_never_shown(tmp_path, monkeypatch):
+def _generation_form(tmp_path, monkeypatch, srv, features: str, **keys: str):
+    """The Generate tab on a one-run workspace, pointed at `srv` for `features`; `keys` fill more keyed fields."""
     from app_helpers import feature_data
-    from openai_server import FakeOpenAI
     from saecore.features import write_feature_data
     from workspaces import related_decoders, write_saelens
 
@@ -118,15 +118,23 @@ def test_key_from_a_named_environment_variable_is_used_and_never_shown(tmp_path,
     write_feature_data(run, feature_data(64, 0))
     monkeypatch.setenv("SAECORE_WORKSPACE_ROOTS", str(tmp_path))
     monkeypatch.setenv("SAECORE_CACHE_DIR", str(tmp_path / "cache"))
+    at = open_app({"ws": str(tmp_path / "gen")}, PAGE)
+    at.radio(key="explain_how").set_value("list").run()
+    at.text_input(key="explain_list").set_value(features)
+    at.text_input(key="explain_endpoint").set_value(srv.base_url)
+    next(t for t in at.text_input if t.label == "Model").set_value("test-model")
+    for key, value in keys.items():
+        at.text_input(key=key).set_value(value)
+    at.run()
+    return at, run
+
+
+def test_key_from_a_named_environment_variable_is_used_and_never_shown(tmp_path, monkeypatch):
+    from openai_server import FakeOpenAI
+
     monkeypatch.setenv("MY_LLM_KEY", "sk-env-only")
     with FakeOpenAI(api_key="sk-env-only", models=("test-model",)) as srv:
-        at = open_app({"ws": str(tmp_path / "gen")}, PAGE)
-        at.radio(key="explain_how").set_value("list").run()
-        at.text_input(key="explain_list").set_value("0")
-        at.text_input(key="explain_endpoint").set_value(srv.base_url)
-        next(t for t in at.text_input if t.label == "Model").set_value("test-model")
-        at.text_input(key="explain_key_env").set_value("MY_LLM_KEY")
-        at.run()
+        at, _ = _generation_form(tmp_path, monkeypatch, srv, "0", explain_key_env="MY_LLM_KEY")
         assert "`MY_LLM_KEY` is set (value hidden) in the dashboard's environment." in _shown(at)
         at.button(key="explain_start").click().run(timeout=120)
     assert_clean(at)
@@ -171,24 +179,11 @@ def test_importer_names_the_display_name_in_errors_from_every_reader(tmp_path):
 
 
 def test_generation_against_a_local_endpoint_stores_explanations(tmp_path, monkeypatch):
-    from app_helpers import feature_data
     from openai_server import FakeOpenAI
     from saecore.explanations import read_explanations
-    from saecore.features import write_feature_data
-    from workspaces import related_decoders, write_saelens
 
-    run = write_saelens(tmp_path / "gen" / "seed0", related_decoders(1, 64, 8)[0], seed=0)
-    write_feature_data(run, feature_data(64, 0))
-    monkeypatch.setenv("SAECORE_WORKSPACE_ROOTS", str(tmp_path))
-    monkeypatch.setenv("SAECORE_CACHE_DIR", str(tmp_path / "cache"))
     with FakeOpenAI(api_key="sk-test", models=("test-model",)) as srv:
-        at = open_app({"ws": str(tmp_path / "gen")}, PAGE)
-        at.radio(key="explain_how").set_value("list").run()
-        at.text_input(key="explain_list").set_value("0 1 2")
-        at.text_input(key="explain_endpoint").set_value(srv.base_url)
-        next(t for t in at.text_input if t.label == "Model").set_value("test-model")
-        at.text_input(key="explain_api_key").set_value("sk-test")
-        at.run()
+        at, run = _generation_form(tmp_path, monkeypatch, srv, "0 1 2", explain_api_key="sk-test")
         next(b for b in at.button if b.label == "Generate explanations").click().run(timeout=120)
     assert_clean(at)
     assert any(s.value.startswith("3 features explained (0 from the cache), 0 failed") for s in at.success)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from browser import (CHROMIUM, CHROMIUM_ARGS, RECORD_CANVAS_TEXT, open_page, query, settle, shot,
-                     streamlit_server)
+from browser import (CHROMIUM, RECORD_CANVAS_TEXT, open_page, query, settle, shot,
+                     workspace_server)
 from saecore.consistency import compare_runs
 from saecore.loaders import load_run
 from saecore.metrics import match_for
@@ -33,19 +33,8 @@ def extra_ws(generated_ws) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, generated_ws, extra_ws):
-    with streamlit_server({"SAECORE_WORKSPACE_ROOTS": str(generated_ws.parent),
-                           "SAECORE_CACHE_DIR": str(tmp_path_factory.mktemp("meeting-cache"))}) as url:
+    with workspace_server(generated_ws.parent, tmp_path_factory.mktemp("meeting-cache")) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -34,15 +34,22 @@ def test_committed_results_are_shown_as_stored():
     assert "matched regime" in spec["layout"]["title"]["text"]
 
 
-def test_new_experiment_runs_from_the_form(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAECORE_CACHE_DIR", str(tmp_path))
+def _train(steps: int, seeds: int, archs: list[str] | None = None):
+    """Fill the experiment form (300 samples) and press Train."""
     at = run_page()
     at.number_input(key="syn_n_matched").set_value(300)
-    at.number_input(key="syn_steps").set_value(20)
-    at.number_input(key="syn_seeds").set_value(2)
-    form_submit = [b for b in at.button if b.proto.label == "Train"][0]
-    form_submit.click()
+    at.number_input(key="syn_steps").set_value(steps)
+    at.number_input(key="syn_seeds").set_value(seeds)
+    if archs is not None:
+        at.multiselect(key="syn_archs").set_value(archs)
+    next(b for b in at.button if b.proto.label == "Train").click()
     at.run()
+    return at
+
+
+def test_new_experiment_runs_from_the_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAECORE_CACHE_DIR", str(tmp_path))
+    at = _train(steps=20, seeds=2)
     assert not at.exception, [e.value for e in at.exception]
     tables = [t.value for t in at.dataframe]
     new = tables[-1].set_index("architecture")
@@ -54,13 +61,7 @@ def test_new_experiment_runs_from_the_form(tmp_path, monkeypatch):
 
 def test_stop_button_is_cleared_when_a_setting_cannot_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SAECORE_CACHE_DIR", str(tmp_path))
-    at = run_page()
-    at.number_input(key="syn_n_matched").set_value(300)
-    at.number_input(key="syn_steps").set_value(10)
-    at.number_input(key="syn_seeds").set_value(1)
-    at.multiselect(key="syn_archs").set_value([])
-    [b for b in at.button if b.proto.label == "Train"][0].click()
-    at.run()
+    at = _train(steps=10, seeds=1, archs=[])
     assert not at.exception, [e.value for e in at.exception]
     assert [e.value for e in at.error if e.value.startswith("Cannot run this setting")]
     assert not [b for b in at.button if b.proto.label == "Stop"]
