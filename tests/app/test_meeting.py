@@ -230,3 +230,23 @@ def test_tables_fit_the_screen_on_the_demo(page, server, present):
         widths = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller'))
                                   .map(s => [s.scrollWidth, s.clientWidth])""")
         assert widths and all(scroll <= client + 1 for scroll, client in widths), (path, widths)
+
+
+def test_selecting_a_runner_up_candidate_opens_its_own_pair(page, server, generated_ws):
+    from saecore.pairs import candidates, partner_in_a
+
+    metas = comparable_families(scan(generated_ws))[_topk(generated_ws)]
+    runs = [load_run(m.path, name=m.name) for m in metas]
+    match = match_for(compare_runs(runs).matches, 0, 1)
+    feature = 5
+    second = int(candidates(runs[0], feature, runs[1], k=5)["feature"].iloc[1])
+    expected = partner_in_a(match, second)
+    open_page(page, server, "pairs", {"ws": str(generated_ws), "family": _topk(generated_ws), "f": str(feature)})
+    grid = page.locator(f'[class*="st-key-candidates_b_0_1_{feature}"] [data-testid="stDataFrame"]')
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    # Glide grid: a 35 px header, then 35 px rows; the leftmost column holds the row selectors. Pick rank 2.
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)
+    settle(page)
+    assert query(page)["f"] == [str(expected)]
+    assert page.get_by_text(f"Feature {expected} of").count() >= 1
