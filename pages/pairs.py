@@ -14,7 +14,7 @@ from dashboard.state import bind, bound, publish, published, workspace_label
 from dashboard.tables import selected_feature, table
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
-from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, filter_pairs, first_pair,
+from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, feature_to_open, filter_pairs,
                            frequencies_of, neighbours, pair_of, pair_table, partner_in_a, sort_pairs)
 from saecore.plots.consistency import sign_label
 from saecore.viewstate import ORDER_LABELS, ORDERS, VIEWS
@@ -102,10 +102,7 @@ flt = PairFilter(score_range[0], score_range[1], freq_range[0], freq_range[1], e
 shown = sort_pairs(filter_pairs(pairs, flt), order_key)
 order = shown["feature_a"].tolist()
 
-wanted = view.feature if view.feature is not None and view.feature < run_a.d_sae else first_pair(shown)
-if st.session_state.pop(REFILTER, False) and wanted not in order and order:
-    wanted = first_pair(shown)
-bind(FEATURE, wanted if wanted is not None else 0)
+bind(FEATURE, feature_to_open(view.feature, shown, run_a.d_sae, st.session_state.pop(REFILTER, False)))
 
 st.caption(f"{len(shown):,} of {len(pairs):,} matched pairs of `{a_name}` ↔ `{b_name}` "
            f"({sign_label(view.sign)}, dead rows {view.dead}d). Select a row to open the pair.")

@@ -156,15 +156,17 @@ def family_label(metas: list[RunMeta], extra: tuple[str, ...] = ()) -> str:
 
 
 def family_labels(families: Mapping[str, list[RunMeta]]) -> dict[str, str]:
-    """Family key -> short label, unique within the mapping (distinguishing fields added only where needed)."""
-    extra: tuple[str, ...] = ()
+    """Family key -> short label, unique within the mapping: families whose short labels collide get the
+    fields that tell them apart (d_in, model, hook, format), and the full key only as a last resort."""
     labels = {k: family_label(v) for k, v in families.items()}
-    for name in DISAMBIGUATORS:
-        if len(set(labels.values())) == len(labels):
-            break
-        extra += (name,)
-        labels = {k: family_label(v, extra) for k, v in families.items()}
+    groups: dict[str, list[str]] = {}
+    for key, label in labels.items():
+        groups.setdefault(label, []).append(key)
+    for keys in (g for g in groups.values() if len(g) > 1):
+        extra = tuple(name for name in DISAMBIGUATORS
+                      if len({getattr(families[k][0], name) for k in keys}) > 1)
+        for k in keys:
+            labels[k] = family_label(families[k], extra) if extra else f"{labels[k]} ({k})"
     if len(set(labels.values())) < len(labels):
         labels = {k: f"{label} ({k})" for k, label in labels.items()}
     return labels
-

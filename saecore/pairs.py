@@ -111,6 +111,17 @@ def first_pair(df: pd.DataFrame) -> int | None:
     return int(df["feature_a"].iloc[0])
 
 
+def feature_to_open(requested: int | None, shown: pd.DataFrame, d_sae: int, refiltered: bool = False) -> int:
+    """Run A's feature to open: the requested one (even outside the filtered list, when typed), else the first
+    shown pair (see first_pair); a filter change that hides the open pair also moves to the first shown pair."""
+    valid = requested is not None and 0 <= requested < d_sae
+    hidden = refiltered and len(shown) and requested not in set(shown["feature_a"].tolist())
+    if valid and not hidden:
+        return int(requested)
+    first = first_pair(shown)
+    return 0 if first is None else first
+
+
 def partner_in_a(match: Match, feature_b: int) -> int | None:
     """Run A's feature matched to one feature of run B (None when that feature is unmatched)."""
     if not 0 <= feature_b < len(match.partner_b):

@@ -6,8 +6,9 @@ import json
 
 from saecore.consistency import compare_runs
 from saecore.loaders import load_run
-from saecore.overview import (checkpoint_series, comparable_families, explained_pair, family_summary, runs_table,
-                              steps_table)
+from saecore.overview import (checkpoint_series, comparable_families, explained_pair, family_label, family_labels,
+                              family_summary, runs_table, seed_text, steps_table)
+from saecore.runs import RunMeta
 from saecore.workspace import scan
 from workspaces import make_workspace, related_decoders, write_saelens
 
@@ -72,3 +73,26 @@ def test_final_runs_join_the_series_at_their_token_count(tmp_path):
     final = next(k for k, v in ws.families.items() if v[0].step is None)
     series = checkpoint_series(ws, final)
     assert list(series) == [1000, 5000] and all(m.step is None for m in series[5000])
+
+
+def _meta(seed, arch="topk", k=32, l1=None, d_sae=1536, step=None, hook="blocks.10.hook_resid_post", name=None):
+    return RunMeta(name=name or f"{arch}/seed{seed}", path="/x", format="saelens", d_in=576, d_sae=d_sae,
+                   architecture=arch, k=k, l1_coefficient=l1, seed=seed, step=step, hook=hook)
+
+
+def test_family_label_is_short_and_readable():
+    assert family_label([_meta(s) for s in range(3)]) == "TopK k=32 · 1,536 latents · seeds 0–2"
+    relu = [_meta(s, arch="standard", k=None, l1=0.1, step=149504) for s in (0, 3)]
+    assert family_label(relu) == "ReLU + L1 λ=0.1 · 1,536 latents · step 149,504 · seeds 0, 3"
+    assert family_label([_meta(None)]) == "TopK k=32 · 1,536 latents"
+    assert seed_text(_meta(2)) == "seed 2" and seed_text(_meta(None, name="run-x")) == "run-x"
+
+
+def test_family_labels_add_only_the_fields_that_tell_families_apart():
+    fams = {"a": [_meta(s) for s in range(2)], "b": [_meta(s, hook="blocks.4.hook_resid_post") for s in range(2)],
+            "c": [_meta(s, k=64) for s in range(2)]}
+    labels = family_labels(fams)
+    assert len(set(labels.values())) == 3
+    assert labels["a"] == "TopK k=32 · 1,536 latents · blocks.10.hook_resid_post · seeds 0, 1"
+    assert labels["b"] == "TopK k=32 · 1,536 latents · blocks.4.hook_resid_post · seeds 0, 1"
+    assert labels["c"] == "TopK k=64 · 1,536 latents · seeds 0, 1"  # already unique: nothing added

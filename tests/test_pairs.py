@@ -10,8 +10,8 @@ import torch
 from saecore import InputError, load_run
 from saecore.consistency import compare_runs
 from saecore.matching import match_runs
-from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, filter_pairs, frequencies_of,
-                           neighbours, pair_of, pair_table)
+from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, feature_to_open, filter_pairs,
+                           first_pair, frequencies_of, neighbours, pair_of, pair_table, partner_in_a, sort_pairs)
 from workspaces import related_decoders, write_saelens
 
 
@@ -88,3 +88,44 @@ def test_explanation_map_keeps_the_main_explainer():
     df = pd.DataFrame({"feature": [0, 0, 1], "explanation": ["x", "y", "z"], "explainer": ["a", "b", "b"],
                        "source": ["f", "f", "f"]})
     assert explanation_map(df) == {0: "y", 1: "z"}
+
+
+def _shown(features_a, expl_a, expl_b) -> pd.DataFrame:
+    return pd.DataFrame({"feature_a": features_a, "explanation_a": expl_a, "explanation_b": expl_b})
+
+
+def test_first_pair_prefers_explanations_on_both_sides_then_on_one():
+    both = _shown([4, 7, 9], [None, "x", "y"], [None, None, "z"])
+    assert first_pair(both) == 9
+    one = _shown([4, 7], [None, None], [None, "b"])
+    assert first_pair(one) == 7
+    assert first_pair(_shown([4, 7], [None, None], [None, None])) == 4
+    assert first_pair(_shown([], [], [])) is None
+
+
+def test_feature_to_open_keeps_a_typed_feature_unless_a_filter_hid_it():
+    shown = _shown([4, 7, 9], [None, "x", "y"], [None, "w", None])
+    assert feature_to_open(20, shown, d_sae=32) == 20  # typed, outside the list: kept
+    assert feature_to_open(20, shown, d_sae=32, refiltered=True) == 7  # a filter hid it: first explained pair
+    assert feature_to_open(9, shown, d_sae=32, refiltered=True) == 9  # still shown: stays open
+    assert feature_to_open(None, shown, d_sae=32) == 7
+    assert feature_to_open(40, shown, d_sae=32) == 7  # out of range
+    assert feature_to_open(None, shown.iloc[:0], d_sae=32) == 0
+
+
+def test_sort_pairs_orders_and_renumbers():
+    df = pd.DataFrame({"feature_a": [2, 0, 1], "score": [0.5, 0.9, 0.1], "freq_a": [np.nan, 1e-3, 1e-2]})
+    assert sort_pairs(df, "score-desc")["feature_a"].tolist() == [0, 2, 1]
+    assert sort_pairs(df, "score-asc")["feature_a"].tolist() == [1, 2, 0]
+    assert sort_pairs(df, "feature")["feature_a"].tolist() == [0, 1, 2]
+    assert sort_pairs(df, "freq-desc")["feature_a"].tolist() == [1, 0, 2]  # missing frequency last
+    assert sort_pairs(df, "feature").index.tolist() == [0, 1, 2]
+
+
+def test_partner_in_a_inverts_the_match(three_runs):
+    m = match_runs(three_runs[0], three_runs[1])
+    for fa in range(24):
+        fb, _ = pair_of(m, fa)
+        assert partner_in_a(m, fb) == fa
+    with pytest.raises(InputError, match="out of range"):
+        partner_in_a(m, 24)
