@@ -8,12 +8,9 @@ import pandas as pd
 
 from saecore.metrics import PWMCC
 from saecore.runs import RunMeta
+from saecore.text import setting_text
 from saecore.workspace import Workspace
 
-# How architectures are written for people (anything else is shown as stored).
-ARCH_NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "standard": "ReLU + L1", "relu": "ReLU + L1",
-              "jumprelu": "JumpReLU", "gated": "Gated", "matryoshka": "Matryoshka"}
-SPARSITY_NAMES = {"l1": "λ", "l0": "target L0", "l0coef": "L0 coef"}
 # Fields that tell families with the same short label apart, tried in this order.
 DISAMBIGUATORS = ("d_in", "model", "hook", "format")
 # Keys under which training code may record L0 and FVU in a run's metadata (first present wins).
@@ -124,15 +121,6 @@ def _seeds_text(seeds: list[int]) -> str:
     return "seeds " + ", ".join(map(str, seeds))
 
 
-def sparsity_text(meta: RunMeta) -> str:
-    """The sparsity setting for people: 'k=32', 'λ=0.1', 'target L0=40' ('' when not recorded)."""
-    label = meta.sparsity
-    if label == "-":
-        return ""
-    name, _, value = label.partition("=")
-    return f"{SPARSITY_NAMES.get(name, name)}={value}"
-
-
 def seed_text(meta: RunMeta) -> str:
     """A run as named within its family: 'seed 1', or its name when no seed is recorded."""
     return meta.name if meta.seed is None else f"seed {meta.seed}"
@@ -141,8 +129,7 @@ def seed_text(meta: RunMeta) -> str:
 def family_label(metas: list[RunMeta], extra: tuple[str, ...] = ()) -> str:
     """A short name for a family, e.g. 'TopK k=32 · 1,536 latents · seeds 0–2' (plus `extra` fields when asked)."""
     first = metas[0]
-    head = " ".join(p for p in (ARCH_NAMES.get(first.architecture, first.architecture), sparsity_text(first)) if p)
-    parts = [head, f"{first.d_sae:,} latents"]
+    parts = [setting_text(first.architecture, first.sparsity), f"{first.d_sae:,} latents"]
     for name in extra:
         value = getattr(first, name)
         if value is not None:

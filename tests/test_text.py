@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from saecore.runs import RunMeta
-from saecore.text import plural, shape_text
+from saecore.text import arch_text, plural, setting_text, shape_text, sparsity_text
 
 
 @pytest.mark.parametrize(("d_in", "d_sae", "expected"), [
@@ -34,3 +34,11 @@ def test_run_meta_shape_uses_shape_text():
 ])
 def test_plural_agrees_with_the_count(n, args, expected):
     assert plural(n, *args) == expected
+
+
+def test_settings_are_written_as_people_name_them():
+    assert setting_text("topk", "k=32") == "TopK k=32"
+    assert setting_text("standard", "l1=0.1") == "ReLU + L1 λ=0.1"
+    assert setting_text("jumprelu", "l0=40") == "JumpReLU target L0=40"
+    assert setting_text("newarch", "-") == "newarch"
+    assert (arch_text("batchtopk"), sparsity_text("-")) == ("BatchTopK", "")

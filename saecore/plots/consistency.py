@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saecore.metrics import SHARED_THRESHOLD
+from saecore.text import arch_text, setting_text
 from saecore.plots.style import (ARCH_COLORS, DASHES, TICK_WIDTH, arch_color, finish, mark_chance, mark_threshold,
                                  wrap_label)
 
@@ -25,7 +26,7 @@ def family_summary_figure(summary: pd.DataFrame, chance: Mapping[str, float] | N
     cats = (summary[["architecture", "sparsity", "sparsity_value"]].drop_duplicates()
             .sort_values(["architecture", "sparsity_value", "sparsity"], na_position="last"))
     keys = [f"{a}: {s}" for a, s in zip(cats["architecture"], cats["sparsity"])]
-    labels = [f"{a}: {s}" if s != "-" else f"{a} (sparsity not recorded)"
+    labels = [setting_text(a, s) if s != "-" else f"{arch_text(a)} (sparsity not recorded)"
               for a, s in zip(cats["architecture"], cats["sparsity"])]
     position = {key: i for i, key in enumerate(keys)}
     for arch in archs:
@@ -36,7 +37,7 @@ def family_summary_figure(summary: pd.DataFrame, chance: Mapping[str, float] | N
         rank = sub.groupby("sparsity").cumcount().to_numpy()
         x_pairs = x_pairs - 0.18 + 0.04 * (rank % 4)
         fig.add_trace(go.Scatter(
-            x=x_pairs, y=sub["pw_mcc"], mode="markers", name=f"{arch}: each seed pair",
+            x=x_pairs, y=sub["pw_mcc"], mode="markers", name=f"{arch_text(arch)}: each seed pair",
             marker={"color": color, "size": 8, "symbol": "circle-open", "line": {"width": 2}},
             customdata=np.stack([sub["family"], sub["run_a"], sub["run_b"]], axis=1),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]} ↔ %{customdata[2]}<br>PW-MCC %{y:.4f}<extra></extra>"))
@@ -44,7 +45,7 @@ def family_summary_figure(summary: pd.DataFrame, chance: Mapping[str, float] | N
         order = sorted(means.index, key=lambda sp: position[f"{arch}: {sp}"])
         fig.add_trace(go.Scatter(
             x=[position[f"{arch}: {sp}"] for sp in order], y=[means[sp] for sp in order], mode="markers+lines",
-            name=f"{arch}: family mean", marker={"color": color, "size": 14, "symbol": "diamond"},
+            name=f"{arch_text(arch)}: family mean", marker={"color": color, "size": 14, "symbol": "diamond"},
             line={"color": color, "width": 1.5}, text=[f"{arch}: {sp}" for sp in order],
             hovertemplate="%{text}<br>mean PW-MCC %{y:.4f}<extra></extra>"))
     for i, (label, value) in enumerate((chance or {}).items()):
@@ -53,7 +54,7 @@ def family_summary_figure(summary: pd.DataFrame, chance: Mapping[str, float] | N
                      ticktext=[wrap_label(text, TICK_WIDTH) for text in labels],
                      range=[-0.6, max(len(labels) - 0.4, 0.6)])
     fig.update_yaxes(range=[0, 1.02])
-    return finish(fig, "PW-MCC per family vs sparsity setting", "architecture: sparsity setting",
+    return finish(fig, "PW-MCC per family vs sparsity setting", "architecture and sparsity setting",
                   "PW-MCC (mean matched decoder cosine)", caption)
 
 
