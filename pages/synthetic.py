@@ -131,7 +131,7 @@ if config:
             st.session_state[STOPPED_KEY] = False
             st.rerun()
     else:
-        # The Stop button lives only while training runs: its placeholder is cleared however the run ends.
+        # The Stop button lives only while training runs: its slot is emptied however the run ends.
         stop_slot = st.empty()
         stop_slot.button("Stop", on_click=stop, key="syn_stop", help="stops the run; its progress is kept for later")
         bar = st.progress(0.0, text="starting")
