@@ -267,3 +267,12 @@ def feature_contexts(path: str) -> dict | None:
     if not has_contexts(path):
         return None
     return _all_contexts(path, _mtime(Path(path)))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def endpoint_status(url: str, key_fingerprint: str, _key: str | None):
+    """An explainer endpoint's status, asked at most every 10 s per URL and key (the key itself is never cached)."""
+    from saecore.explain import probe_endpoint
+
+    return probe_endpoint(url, _key)
+

@@ -16,21 +16,25 @@ from saecore.workspace import Workspace
 CUSTOM = "(choose runs)"
 
 
-def runs_selector(ws: Workspace, view: ViewState) -> tuple[ViewState, list[RunMeta]]:
-    """Pick a family with ≥ 2 seeds, or any runs; returns the updated view and the chosen runs' metadata."""
+def keys_help(labels: dict[str, str]) -> str:
+    """A tooltip giving each family's full key under its short label."""
+    return "Full keys:\n\n" + "\n".join(f"- {label}: `{key}`" for key, label in labels.items())
+
+
+def runs_selector(ws: Workspace, view: ViewState) -> tuple[ViewState, list[RunMeta], str]:
+    """Pick a family with ≥ 2 seeds, or any runs: the updated view, the chosen runs' metadata and their name."""
     families = comparable_families(ws, final_only=False)
     labels = family_labels(families)
     options = list(families) + [CUSTOM]
     current = view.family if view.family in families else (CUSTOM if view.runs else options[0])
     family = bound(st.selectbox, "pick_family", current, label="Family (same configuration, different seeds)",
-                   options=options, format_func=lambda k: labels.get(k, k),
-                   help=f"Full key: {current}" if current != CUSTOM else "Any runs that share d_in")
+                   options=options, format_func=lambda k: labels.get(k, k), help=keys_help(labels))
     if family != CUSTOM:
-        return view.replace(family=family, runs=()), families[family]
+        return view.replace(family=family, runs=()), families[family], labels[family]
     names = [r.name for r in ws.runs]
     chosen = bound(st.multiselect, "pick_runs", [n for n in view.runs if n in names],
                    label="Runs to compare (same d_in)", options=names)
-    return view.replace(family=None, runs=tuple(chosen)), [ws.run(n) for n in chosen]
+    return view.replace(family=None, runs=tuple(chosen)), [ws.run(n) for n in chosen], f"{len(chosen)} chosen runs"
 
 
 def sign_and_dead(view: ViewState) -> ViewState:
@@ -43,15 +47,9 @@ def sign_and_dead(view: ViewState) -> ViewState:
     return view.replace(sign=sign, dead=dead)
 
 
-def family_title(view: ViewState, ws: Workspace, runs: list[Run]) -> str:
-    """How the chosen runs are named in captions and titles: the family's short label, or the run count."""
-    if view.family:
-        return family_labels(comparable_families(ws, final_only=False)).get(view.family, view.family)
-    return f"{len(runs)} chosen runs"
-
-
-def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, list[Run]]:
-    """The start every comparison page shares: URL view, workspace, run choice and the loaded runs.
+def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, list[Run], str]:
+    """The start every comparison page shares: URL view, workspace, run choice, the loaded runs and their name
+    for captions and chart titles (the family's short label, or the run count).
 
     Stops the page (after saying why) when the workspace cannot be opened or fewer than two runs load.
     """
@@ -61,7 +59,7 @@ def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, l
         publish(view)
         st.stop()
     with st.container(key="controls"):
-        view, metas = runs_selector(ws, view)
+        view, metas, label = runs_selector(ws, view)
         view = sign_and_dead(view)
     publish(view)
     if len(metas) < 2:
@@ -72,4 +70,4 @@ def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, l
         st.error(f"Cannot load run {p}")
     if len(runs) < 2:
         st.stop()
-    return view, ws, root, runs
+    return view, ws, root, runs, label

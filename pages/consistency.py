@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, share
-from dashboard.pick import chosen_runs, family_title
+from dashboard.pick import chosen_runs
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import table
 from saecore.errors import InputError, SaecoreError
@@ -18,7 +18,7 @@ from saecore.plots.consistency import (contribution_figure, frequency_bins_figur
 
 MAX_PAIR_TRACES = 6
 
-view, ws, root, runs = chosen_runs("📈 Consistency across seeds", "Choose at least two runs to compare.")
+view, ws, root, runs, label = chosen_runs("📈 Consistency across seeds", "Choose at least two runs to compare.")
 root_s = str(root)
 
 try:
@@ -32,7 +32,6 @@ except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
 
 first = next(iter(comp.matches.values()))
 chance = data.chance(runs[0].d_sae, runs[0].d_in, runs[1].d_sae, view.sign)
-label = family_title(view, ws, runs)
 names = ", ".join(comp.names)
 settings = f"{sign_label(view.sign)}, dead rows {view.dead}d"
 

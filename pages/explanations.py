@@ -44,16 +44,11 @@ with gen_tab:
     if explain is None:
         st.info("Generating explanations is not available in this build.")
     else:
-        from saecore.explain import (API_KEY_ENV, DEFAULT_ENDPOINT, DEFAULT_MODEL, EndpointStatus, ExplainerConfig,
-                                     build_client, endpoint_help, generate_blocker, key_fingerprint, model_note,
-                                     probe_endpoint, resolve_api_key, sample_features)
+        from saecore.explain import (API_KEY_ENV, DEFAULT_ENDPOINT, DEFAULT_MODEL, ExplainerConfig, build_client,
+                                     endpoint_help, generate_blocker, key_fingerprint, model_note, resolve_api_key,
+                                     sample_features)
         from saecore.explain_plan import estimate
         from saecore.explainer_server import start_help
-
-        @st.cache_data(ttl=10, show_spinner=False)
-        def probe(url: str, fingerprint: str, _key: str | None) -> EndpointStatus:
-            """The endpoint's status, asked at most every 10 s per URL and key (the key itself is not cached)."""
-            return probe_endpoint(url, _key)
 
         with_ctx = [c["run"] for c in counts if c["has contexts"]]
         if not with_ctx:
@@ -93,12 +88,12 @@ with gen_tab:
                 env_state = "set (value hidden)" if resolve_api_key(None, key_env) else "not set"
                 k2.caption(f"`{key_env}` is {env_state} in the dashboard's environment.")
             key = resolve_api_key(api_key, key_env)
-            status = probe(endpoint.strip(), key_fingerprint(key), key)
+            status = data.endpoint_status(endpoint.strip(), key_fingerprint(key), key)
             (status_slot.success if status.reachable else status_slot.warning)(status.describe())
             note = model_note(status, model.strip())
             if note:
                 st.warning(f"Check the model name: {note}.")
-            st.button("Check again", key="explain_recheck", on_click=probe.clear,
+            st.button("Check again", key="explain_recheck", on_click=data.endpoint_status.clear,
                       help="ask the endpoint again now instead of reusing the answer of the last 10 s")
             if not status.reachable:
                 with st.container(border=True):

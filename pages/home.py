@@ -9,7 +9,7 @@ from dashboard import data, page, share
 from dashboard.state import bound, open_workspace, publish, roots, workspace_label
 from dashboard.tables import table
 from saecore.errors import SaecoreError
-from saecore.overview import comparable_families, family_labels, family_summary, runs_table
+from saecore.overview import comparable_families, families_table, family_labels, family_summary, runs_table
 from saecore.plots.consistency import family_summary_figure, sign_label
 
 view = page.start("🧬 SAE feature consistency", "Did SAEs trained with different seeds learn the same features? "
@@ -69,9 +69,7 @@ if ws.errors:
     share.table_section("Unreadable paths", errors_df)
 
 st.subheader("Families")
-fam_df = pd.DataFrame([{"family": labels[k], "architecture": v[0].architecture, "sparsity": v[0].sparsity,
-                        "step": v[0].step, "runs": len(v), "seeds": ", ".join(str(r.seed) for r in v),
-                        "shape": v[0].shape, "key": k} for k, v in families.items()])
+fam_df = families_table(ws, labels)
 table(fam_df, column_order=["family", "step", "runs", "seeds", "shape", "key"], column_config={
     "family": st.column_config.TextColumn(width=330), "step": st.column_config.NumberColumn(width=70),
     "runs": st.column_config.NumberColumn(width=50), "seeds": st.column_config.TextColumn(width=70),
@@ -100,7 +98,7 @@ else:
             continue
         results.append((key, metas, comp.pw))
         numbers[labels[key]] = f"{comp.pw.mean:.3f} ± {comp.pw.std:.3f} ({len(comp.pw.pairs)} pairs)"
-        shape = f"({metas[0].d_sae} latents, d_in {metas[0].d_in})"
+        shape = f"({metas[0].d_sae:,} latents, d_in {metas[0].d_in:,})"
         chances[shape] = data.chance(metas[0].d_sae, metas[0].d_in, metas[0].d_sae, view.sign)
     summary = family_summary(results)
     if len(summary):

@@ -14,8 +14,9 @@ from dashboard.state import bind, bound, publish, published, workspace_label
 from dashboard.tables import selected_feature, table
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
-from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, feature_to_open, filter_pairs,
-                           frequencies_of, neighbours, pair_of, pair_table, partner_in_a, sort_pairs)
+from saecore.pairs import (PairFilter, across_runs, candidates, clip_range, explanation_map, feature_to_open,
+                           filter_bounds, filter_pairs, frequencies_of, neighbours, pair_of, pair_table,
+                           partner_in_a, sort_pairs)
 from saecore.plots.consistency import sign_label
 from saecore.viewstate import ORDER_LABELS, ORDERS, VIEWS
 
@@ -36,7 +37,7 @@ def _refiltered() -> None:
     st.session_state[REFILTER] = True
 
 
-view, ws, root, runs = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
+view, _, root, runs, _ = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
 root_s = str(root)
 names = [r.name for r in runs]
 with st.container(key="controls_runs"):
@@ -68,24 +69,19 @@ expl_b, _ = data.explanations(run_b.meta.path)
 pairs = pair_table(match, freq_a, freq_b, explanation_map(expl_a), explanation_map(expl_b))
 no_text = expl_a is None and expl_b is None
 
+score_bounds, decades = filter_bounds(pairs)
+lo = score_bounds[0]
 with st.expander("Filter and sort the pairs", expanded=not view.present):
     f1, f2 = st.columns(2)
-    lo = float(np.floor(min(pairs["score"].min(), 0.0) * 100) / 100) if len(pairs) else -1.0
-    full = (lo, 1.0)
-    wanted = tuple(min(max(v, lo), 1.0) for v in view.score) if view.score else full
-    score_range = bound(f1.slider, f"pairs_score_{ia}_{ib}", wanted, label="Match score", min_value=lo, max_value=1.0, step=0.01,
-                        on_change=_refiltered)
-    view = view.replace(score=None if tuple(score_range) == full else tuple(score_range))
+    score_range = bound(f1.slider, f"pairs_score_{ia}_{ib}", clip_range(view.score, score_bounds), label="Match score",
+                        min_value=lo, max_value=1.0, step=0.01, on_change=_refiltered)
+    view = view.replace(score=None if tuple(score_range) == score_bounds else tuple(score_range))
     freq_range = (None, None)
-    finite = pairs["freq_a"][pairs["freq_a"] > 0] if freq_a is not None else []
-    lmin = lmax = 0
-    if len(finite):
-        lmin, lmax = math.floor(np.log10(finite.min())), math.ceil(np.log10(finite.max()))
-    if lmax > lmin:
-        wanted = tuple(min(max(v, lmin), lmax) for v in view.log_freq) if view.log_freq else (lmin, lmax)
-        lr = bound(f2.slider, f"pairs_freq_{ia}_{ib}", wanted, label="log10 firing fraction in run A", min_value=lmin,
-                   max_value=lmax, on_change=_refiltered)
-        view = view.replace(log_freq=None if tuple(lr) == (lmin, lmax) else tuple(lr))
+    if decades:
+        lr = bound(f2.slider, f"pairs_freq_{ia}_{ib}", clip_range(view.log_freq, decades),
+                   label="log10 firing fraction in run A", min_value=decades[0], max_value=decades[1],
+                   on_change=_refiltered)
+        view = view.replace(log_freq=None if tuple(lr) == decades else tuple(lr))
         if view.log_freq:
             freq_range = (10.0 ** lr[0], 10.0 ** lr[1])
     else:

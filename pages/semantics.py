@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, page, share
-from dashboard.pick import sign_and_dead
+from dashboard.pick import keys_help, sign_and_dead
 from dashboard.state import bound, open_workspace, publish, workspace_label
 from dashboard.tables import table
 from saecore.errors import SaecoreError
@@ -14,6 +14,7 @@ from saecore.metrics import match_for
 from saecore.overview import comparable_families, explained_pair, family_labels, seed_text
 from saecore.plots.consistency import sign_label
 from saecore.plots.semantic import bins_frame, binned_figure, semantic_scatter
+from saecore.text import setting_text
 from saecore.viewstate import to_params
 
 view = page.start("💬 Consistency vs semantics",
@@ -50,7 +51,7 @@ with st.container(key="controls"):
         default = [view.family] if view.family in eligible else list(eligible)
     chosen = bound(st.multiselect, "semantics_families", default, label="Families (one seed pair each, side by side)",
                    options=list(eligible), format_func=lambda k: labels.get(k, k),
-                   help="Full keys: " + "; ".join(default))
+                   help=keys_help({k: labels[k] for k in eligible}))
     view = sign_and_dead(view.replace(families=chosen))
 publish(view)
 if not chosen:
@@ -86,7 +87,7 @@ for key in chosen:
     if res is None:
         continue
     seeds = {m.name: seed_text(m) for m in metas}
-    label = f"{labels[key].split(' · ')[0]}: {seeds[a_name]} ↔ {seeds[b_name]}"
+    label = f"{setting_text(metas[0].architecture, metas[0].sparsity)}: {seeds[a_name]} ↔ {seeds[b_name]}"
     results[label] = res
     where[label] = (key, a_name, b_name)
 

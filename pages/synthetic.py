@@ -10,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import page, share
-from dashboard.tables import table as show_table
 from dashboard.state import publish
+from dashboard.tables import table as show_table
 from saecore.cache import read_parquet
 from saecore.errors import SaecoreError
 from saecore.plots.style import caption_of
@@ -76,8 +76,8 @@ if not folders:
     st.info(f"No committed results under {RESULTS}. Run `python -m saecore synthetic --out data/synthetic/matched`.")
 else:
     names = [p.name for p in folders]
-    name = st.container(key="controls_regime").selectbox("Regime", names, index=names.index("matched") if "matched" in names else 0,
-                        key="synthetic_committed_regime")
+    name = st.container(key="controls_regime").selectbox(
+        "Regime", names, index=names.index("matched") if "matched" in names else 0, key="synthetic_committed_regime")
     folder = RESULTS / name
     summary, curves = committed(str(folder), (folder / "result.json").stat().st_mtime)
     show(summary, curves, f"committed_{name}")

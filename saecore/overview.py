@@ -44,6 +44,15 @@ def runs_table(ws: Workspace, explained: Mapping[str, int] | None = None,
                                        "explanations", "warnings", "format", "family"])
 
 
+def families_table(ws: Workspace, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per family: its short label, architecture, sparsity, step, runs, seeds, shape and full key."""
+    labels = labels or {}
+    return pd.DataFrame([{"family": labels.get(k, k), "architecture": v[0].architecture, "sparsity": v[0].sparsity,
+                          "step": v[0].step, "runs": len(v), "seeds": ", ".join(str(r.seed) for r in v),
+                          "shape": v[0].shape, "key": k} for k, v in ws.families.items()],
+                        columns=["family", "architecture", "sparsity", "step", "runs", "seeds", "shape", "key"])
+
+
 def comparable_families(ws: Workspace, final_only: bool = True) -> dict[str, list[RunMeta]]:
     """Families with at least two runs: final runs only (no checkpoint step), or also checkpoints, listed after."""
     fams = {k: v for k, v in ws.families.items() if len(v) >= 2}

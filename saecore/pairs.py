@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,24 @@ class PairFilter:
     freq_max: float | None = None
     explained: bool = False  # keep only pairs where at least one side has an explanation
     text: str = ""
+
+
+def filter_bounds(df: pd.DataFrame) -> tuple[tuple[float, float], tuple[int, int] | None]:
+    """What the filter's ranges can span: match score from its floor (0, or lower for negative scores) to 1, and
+    whole log10 decades of run A's firing fraction (None when the frequencies are unknown or span no range)."""
+    score = (float(np.floor(min(df["score"].min(), 0.0) * 100) / 100) if len(df) else -1.0, 1.0)
+    fired = df["freq_a"][df["freq_a"] > 0]
+    if not len(fired):
+        return score, None
+    decades = (math.floor(np.log10(fired.min())), math.ceil(np.log10(fired.max())))
+    return score, decades if decades[1] > decades[0] else None
+
+
+def clip_range(values: tuple | None, bounds: tuple) -> tuple:
+    """A requested (lo, hi) range kept inside bounds; the whole bounds when none is requested."""
+    if values is None:
+        return tuple(bounds)
+    return tuple(min(max(v, bounds[0]), bounds[1]) for v in values)
 
 
 def filter_pairs(df: pd.DataFrame, f: PairFilter) -> pd.DataFrame:

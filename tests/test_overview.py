@@ -6,7 +6,8 @@ import json
 
 from saecore.consistency import compare_runs
 from saecore.loaders import load_run
-from saecore.overview import (checkpoint_series, comparable_families, explained_pair, family_label, family_labels,
+from saecore.overview import (checkpoint_series, comparable_families, explained_pair, families_table, family_label,
+                              family_labels,
                               family_summary, runs_table, seed_text, steps_table)
 from saecore.runs import RunMeta
 from saecore.workspace import scan
@@ -96,3 +97,12 @@ def test_family_labels_add_only_the_fields_that_tell_families_apart():
     assert labels["a"] == "TopK k=32 · 1,536 latents · blocks.10.hook_resid_post · seeds 0, 1"
     assert labels["b"] == "TopK k=32 · 1,536 latents · blocks.4.hook_resid_post · seeds 0, 1"
     assert labels["c"] == "TopK k=64 · 1,536 latents · seeds 0, 1"  # already unique: nothing added
+
+
+def test_families_table_has_one_row_per_family_with_label_and_key(tmp_path):
+    ws = scan(make_workspace(tmp_path / "ws", d_in=8, d_sae=16, seeds=2))
+    df = families_table(ws, family_labels(ws.families))
+    assert len(df) == 2 and set(df["key"]) == set(ws.families)
+    row = df[df["architecture"] == "topk"].iloc[0]
+    assert (row["family"], row["runs"], row["seeds"], row["shape"]) == ("TopK k=8 · 16 latents · seeds 0, 1", 2, "0, 1",
+                                                                        "8 × 16")

@@ -10,8 +10,8 @@ import torch
 from saecore import InputError, load_run
 from saecore.consistency import compare_runs
 from saecore.matching import match_runs
-from saecore.pairs import (PairFilter, across_runs, candidates, explanation_map, feature_to_open, filter_pairs,
-                           first_pair, frequencies_of, neighbours, pair_of, pair_table, partner_in_a, sort_pairs)
+from saecore.pairs import (PairFilter, across_runs, candidates, clip_range, explanation_map, feature_to_open,
+                           filter_bounds, filter_pairs, first_pair, frequencies_of, neighbours, pair_of, pair_table, partner_in_a, sort_pairs)
 from workspaces import related_decoders, write_saelens
 
 
@@ -129,3 +129,13 @@ def test_partner_in_a_inverts_the_match(three_runs):
         assert partner_in_a(m, fb) == fa
     with pytest.raises(InputError, match="out of range"):
         partner_in_a(m, 24)
+
+
+def test_filter_bounds_span_the_scores_and_whole_decades_of_frequency():
+    df = pd.DataFrame({"score": [0.93, 0.2, -0.041], "freq_a": [3e-5, 0.0, 2e-2]})
+    assert filter_bounds(df) == ((-0.05, 1.0), (-5, -1))
+    same_decade = df.assign(score=[0.5, 0.2, 0.1], freq_a=[0.01, 0.01, np.nan])
+    assert filter_bounds(same_decade) == ((0.0, 1.0), None)
+    assert filter_bounds(df.iloc[:0]) == ((-1.0, 1.0), None)
+    assert clip_range((-0.5, 2.0), (0.0, 1.0)) == (0.0, 1.0)
+    assert clip_range(None, (-5, -1)) == (-5, -1)
