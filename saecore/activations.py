@@ -221,6 +221,7 @@ class ExtractionConfig:
     shuffle_seed: int | None = 0  # documents are shuffled before packing, so any tail split is a random sample
     windows_per_shard: int = 512
     batch_size: int = 16
+    last_windows: int | None = None  # keep only the last windows of the packed stream (a held-out tail)
 
     @property
     def hook_name(self) -> str:
@@ -379,10 +380,18 @@ def _residual(model: torch.nn.Module, layer_module: torch.nn.Module, input_ids: 
     return captured[0]
 
 
+def _config_fields(config: ExtractionConfig) -> dict:
+    """The config as stored in manifests; unset newer fields are left out so older caches keep their keys."""
+    fields = asdict(config)
+    if fields["last_windows"] is None:
+        fields.pop("last_windows")
+    return fields
+
+
 def extraction_dir(config: ExtractionConfig, docs: Sequence[str], cache_dir: str | Path | None = None) -> Path:
     """The cache folder of these activations: keyed by model, layer, corpus content and windowing."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = content_key("activations", FORMAT_VERSION, {**asdict(config), "corpus": None, "batch_size": None},
+    key = content_key("activations", FORMAT_VERSION, {**_config_fields(config), "corpus": None, "batch_size": None},
                       _corpus_fingerprint(docs))
     return cache / "activations" / key
 
@@ -403,7 +412,7 @@ def extract_activations(config: ExtractionConfig = ExtractionConfig(), out: str 
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    expect = {**asdict(config), "corpus_fingerprint": _corpus_fingerprint(docs), "format_version": FORMAT_VERSION}
+    expect = {**_config_fields(config), "corpus_fingerprint": _corpus_fingerprint(docs), "format_version": FORMAT_VERSION}
     expect.pop("batch_size")
     if manifest and manifest.get("config") != expect:
         raise InputError(f"{folder}: holds activations made with another configuration; use another folder")
@@ -417,6 +426,10 @@ def extract_activations(config: ExtractionConfig = ExtractionConfig(), out: str 
     bos, sep = _special_ids(lm.tokenizer)
     windows, doc_idx, offsets = pack_windows(_tokenize_documents(lm.tokenizer, docs), config.context, bos, sep,
                                              config.max_tokens)
+    if config.last_windows is not None:
+        if config.last_windows < 1:
+            raise InputError(f"last_windows must be at least 1, got {config.last_windows}")
+        windows, doc_idx, offsets = (a[-config.last_windows:] for a in (windows, doc_idx, offsets))
     if not (folder / VOCAB_FILE).is_file():
         atomic_write_text(folder / VOCAB_FILE, json.dumps(_vocab_strings(lm.tokenizer), ensure_ascii=False))
     keep = (doc_idx >= 0)

@@ -25,10 +25,14 @@ KEYS: dict[str, str] = {
     "order": "order",
     "reference": "ref",
     "families": "fams",
+    "threshold": "thr",
+    "scorer": "scorer",
+    "min_score": "minscore",
 }
 SIGNS = ("signed", "abs")
 DEADS = ("include", "exclude")
-VIEWS = ("pair", "seeds")
+VIEWS = ("pair", "seeds", "partners")
+SCORERS = ("detection", "fuzzing", "embedding")
 ORDERS = ("score-desc", "score-asc", "feature", "freq-desc")
 ORDER_LABELS = {"score-desc": "score (high → low)", "score-asc": "score (low → high)",
                 "feature": "feature of run A", "freq-desc": "frequency in run A (high → low)"}
@@ -58,6 +62,11 @@ class ViewState:
     reference: str | None = None
     # Consistency vs semantics page: the families drawn side by side (None: the page's default choice).
     families: tuple[str, ...] | None = None
+    # Orphans page: the cosine below which a latent has no partner in another seed.
+    threshold: float = 0.7
+    # Consistency vs semantics page: keep only pairs whose explanations score at least min_score by scorer.
+    scorer: str | None = None
+    min_score: float | None = None
 
     def replace(self, **changes) -> "ViewState":
         for name in ("runs", "families"):
@@ -97,7 +106,22 @@ def to_params(state: ViewState) -> dict[str, str | list[str]]:
         out[KEYS["score"]] = _range_text(state.score, "g")
     if state.log_freq is not None:
         out[KEYS["log_freq"]] = _range_text(state.log_freq, "d")
+    if state.threshold != ViewState().threshold:
+        out[KEYS["threshold"]] = f"{state.threshold:g}"
+    if state.scorer:
+        out[KEYS["scorer"]] = state.scorer
+    if state.min_score is not None:
+        out[KEYS["min_score"]] = f"{state.min_score:g}"
     return out
+
+
+def _unit_float(text: str | None) -> float | None:
+    """A float in [0, 1], else None."""
+    try:
+        value = float(str(text))
+    except (TypeError, ValueError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -159,6 +183,9 @@ def from_params(params: Mapping[str, str | list[str]] | Callable[[str], list[str
         order=choice("order", ORDERS),
         reference=one("reference") or None,
         families=tuple(v for v in families if v) if families else None,
+        threshold=_unit_float(one("threshold")) if _unit_float(one("threshold")) is not None else ViewState().threshold,
+        scorer=one("scorer") if one("scorer") in SCORERS else None,
+        min_score=_unit_float(one("min_score")),
     )
 
 

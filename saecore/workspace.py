@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -10,7 +11,8 @@ from saecore.errors import SaecoreError
 from saecore.loaders import FORMATS, arrays, dictionary_learning, load_meta
 from saecore.runs import FAMILY_FIELDS, RunMeta
 
-SKIP_DIRS = {"__pycache__", "node_modules", "explanations", "features", "activations"}
+SKIP_DIRS = {"__pycache__", "node_modules", "explanations", "features"}
+STORE_MANIFEST = "manifest.json"  # written by saecore.activations beside its acts_*.npy shards
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,37 @@ class ScanError:
     reason: str
 
 
+@dataclass(frozen=True)
+class StoredActivations:
+    """A folder of stored residual activations inside a workspace: the tokens behaviour is measured on."""
+
+    path: str
+    model: str | None
+    hook: str | None
+    n_tokens: int
+    d_model: int
+
+    def serves(self, run: RunMeta) -> bool:
+        """True when these activations are the run's input: same width, and same model and hook where both say."""
+        same = lambda x, y: x is None or y is None or x == y  # noqa: E731
+        return self.d_model == run.d_in and same(self.model, run.model) and same(self.hook, run.hook)
+
+
+def _stored_activations(folder: Path) -> StoredActivations | None:
+    """The activation store in `folder`, or None when it is not a finished one."""
+    if not (folder / STORE_MANIFEST).is_file() or not any(folder.glob("acts_*.npy")):
+        return None
+    try:
+        manifest = json.loads((folder / STORE_MANIFEST).read_text())
+        if not manifest.get("complete"):
+            return None
+        n_tokens = int(manifest.get("total_tokens") or sum(s["n_tokens"] for s in manifest["shards"].values()))
+        return StoredActivations(str(folder), manifest.get("model_name"), manifest.get("hook_name"), n_tokens,
+                                 int(manifest["d_model"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass
 class Workspace:
     """Every run found under a root, their families and the paths that failed."""
@@ -29,6 +62,7 @@ class Workspace:
     runs: list[RunMeta] = field(default_factory=list)
     errors: list[ScanError] = field(default_factory=list)
     family_fields: tuple[str, ...] = FAMILY_FIELDS
+    activations: list[StoredActivations] = field(default_factory=list)
 
     def family_of(self, run: RunMeta) -> str:
         return run.family_key(self.family_fields)
@@ -43,6 +77,11 @@ class Workspace:
             runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.name))
         return dict(sorted(out.items()))
 
+    def activations_for(self, *runs: RunMeta) -> StoredActivations | None:
+        """The stored activations that every given run reads (the largest such store), or None."""
+        fits = [a for a in self.activations if all(a.serves(r) for r in runs)]
+        return max(fits, key=lambda a: a.n_tokens, default=None)
+
     def run(self, name: str) -> RunMeta:
         for r in self.runs:
             if r.name == name:
@@ -50,12 +89,21 @@ class Workspace:
         raise KeyError(f"no run named {name!r} in {self.root}")
 
 
-def _candidates(root: Path) -> list[Path]:
-    """Paths under root that some format claims, without descending into claimed run folders."""
+def _candidates(root: Path, stores: list[StoredActivations] | None = None) -> list[Path]:
+    """Paths under root that some format claims, without descending into claimed run folders.
+
+    Folders of stored activations are not runs: they are appended to `stores` instead.
+    """
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+        if (here / STORE_MANIFEST).is_file() and any(here.glob("acts_*.npy")):
+            store = _stored_activations(here)
+            if store is not None and stores is not None:
+                stores.append(store)
+            dirnames[:] = []
+            continue
         folder_fmt = next((n for n, m in FORMATS.items() if n != arrays.NAME and m.matches(here)), None)
         if folder_fmt:
             found.append(here)
@@ -93,7 +141,7 @@ def scan(root: str | Path, family_fields: tuple[str, ...] = FAMILY_FIELDS, d_in:
     if not root.is_dir():
         raise SaecoreError(f"{root}: not a folder")
     ws = Workspace(root=str(root), family_fields=family_fields)
-    for path in _candidates(root):
+    for path in _candidates(root, ws.activations):
         try:
             meta = load_meta(path, d_in=d_in, d_in_source=d_in_source)
         except (SaecoreError, OSError) as exc:

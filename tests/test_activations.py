@@ -138,3 +138,20 @@ def test_converted_model_reloads_from_the_cache(lm):
 def test_missing_model_path_is_an_error(tmp_path):
     with pytest.raises(LoadError, match="no such model"):
         load_model(tmp_path / "nothing")
+
+
+def test_last_windows_keep_the_tail_of_the_full_extraction(tmp_path, corpus, lm):
+    base = dict(corpus=str(corpus), layer=2, context=16, max_tokens=200, windows_per_shard=8, batch_size=4)
+    full = extract_activations(ExtractionConfig(**base), out=tmp_path / "full", loaded=lm)
+    tail = extract_activations(ExtractionConfig(**base, last_windows=3), out=tmp_path / "tail", loaded=lm)
+    n = tail.n_tokens
+    assert 0 < n <= 3 * 15
+    # Same tokens, documents and activations as the end of the full stream (windows run alone, so equal to fp16).
+    assert tail.tokens.tolist() == full.tokens[-n:].tolist()
+    assert tail.docs.tolist() == full.docs[-n:].tolist()
+    assert np.allclose(tail.rows(0, n).astype(np.float32), full.rows(full.n_tokens - n, full.n_tokens).astype(np.float32),
+                       atol=2e-2)
+    assert tail.manifest["config"]["last_windows"] == 3 and "last_windows" not in full.manifest["config"]
+    with pytest.raises(InputError, match="last_windows"):
+        extract_activations(ExtractionConfig(**{**base, "max_tokens": 50}, last_windows=0), out=tmp_path / "bad",
+                            loaded=lm)

@@ -71,3 +71,29 @@ def test_scan_of_a_folder_without_runs_finds_none(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     ws = scan(tmp_path)
     assert ws.runs == [] and ws.errors == []
+
+
+def test_stored_activations_are_found_and_not_taken_for_runs(tmp_path):
+    import json
+
+    import numpy as np
+
+    root = make_workspace(tmp_path / "ws", d_in=32, d_sae=64, seeds=2)
+    store = root / "heldout"
+    store.mkdir()
+    np.save(store / "acts_00000.npy", np.zeros((10, 32), np.float16))
+    manifest = {"complete": True, "d_model": 32, "total_tokens": 10, "n_shards": 1, "shards": {"0": {"n_tokens": 10}},
+                "model_name": "tiny-model", "hook_name": "blocks.4.hook_resid_post"}
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    other = root / "other_hook"
+    other.mkdir()
+    np.save(other / "acts_00000.npy", np.zeros((99, 32), np.float16))
+    (other / "manifest.json").write_text(json.dumps({**manifest, "total_tokens": 99, "hook_name": "blocks.9.x"}))
+    ws = scan(root)
+    assert not ws.errors and all("heldout" not in r.path and "other_hook" not in r.path for r in ws.runs)
+    assert {a.hook for a in ws.activations} == {"blocks.4.hook_resid_post", "blocks.9.x"}
+    found = ws.activations_for(*ws.runs)
+    assert found is not None and found.path == str(store) and found.n_tokens == 10
+    # An unfinished store is neither a run nor a usable store.
+    (other / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    assert [a.path for a in scan(root).activations] == [str(store)]
