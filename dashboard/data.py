@@ -68,6 +68,20 @@ def cached_comparison(runs: list[Run], sign: str, dead: str) -> Comparison | Non
     return _comparisons().get(comparison_key(runs, sign, dead))
 
 
+def with_progress(title: str, work):
+    """Run `work(progress)` inside a status box with a progress bar, removed when the work is done."""
+    slot = st.empty()
+    with slot.status(title, expanded=True):
+        bar = st.progress(0.0)
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.progress(min(done / max(total, 1), 1.0), text=message)
+
+        result = work(progress)
+    slot.empty()
+    return result
+
+
 def comparison(runs: list[Run], sign: str, dead: str, device: str = "auto") -> Comparison:
     """compare_runs keyed on the runs' content: the first time with a progress bar, then from memory."""
     key = comparison_key(runs, sign, dead)
@@ -76,15 +90,8 @@ def comparison(runs: list[Run], sign: str, dead: str, device: str = "auto") -> C
         store.move_to_end(key)
         return store[key]
     n_pairs = len(runs) * (len(runs) - 1) // 2
-    slot = st.empty()
-    with slot.status(f"Matching {len(runs)} runs ({n_pairs} pairs)…", expanded=True):
-        bar = st.progress(0.0)
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.progress(done / max(total, 1), text=message)
-
-        result = compare_runs(runs, sign=sign, dead=dead, device=device, cache=MatchCache(), progress=progress)
-    slot.empty()
+    result = with_progress(f"Matching {len(runs)} runs ({n_pairs} pairs)…", lambda progress: compare_runs(
+        runs, sign=sign, dead=dead, device=device, cache=MatchCache(), progress=progress))
     store[key] = result
     while len(store) > MAX_COMPARISONS:
         store.popitem(last=False)
@@ -115,7 +122,8 @@ def optional(module: str, name: str):
     return getattr(mod, name, None)
 
 
-def _mtime(path: Path) -> float:
+def files_mtime(path: Path) -> float:
+    """Newest modification time of a file or of the files in a folder (0 when unreadable): part of cache keys."""
     try:
         return max((f.stat().st_mtime for f in path.iterdir()), default=0.0) if path.is_dir() else path.stat().st_mtime
     except OSError:
@@ -135,7 +143,7 @@ def _stats(path: str, mtime: float) -> tuple[pd.DataFrame | None, str | None]:
 
 def stats(path: str) -> tuple[pd.DataFrame | None, str | None]:
     """(per-feature statistics, None) or (None, why they are not available)."""
-    return _stats(path, _mtime(Path(path)))
+    return _stats(path, files_mtime(Path(path)))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -151,12 +159,12 @@ def _contexts(path: str, feature: int, mtime: float) -> tuple[list | None, str |
 
 def contexts(path: str, feature: int) -> tuple[list | None, str | None]:
     """(top-activating contexts of one feature, None) or (None, why not)."""
-    return _contexts(path, int(feature), _mtime(Path(path)))
+    return _contexts(path, int(feature), files_mtime(Path(path)))
 
 
 def explanations_version(path: str) -> float:
     p = Path(path)
-    return _mtime(p) if p.is_dir() else _mtime(p.parent)
+    return files_mtime(p) if p.is_dir() else files_mtime(p.parent)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -266,7 +274,7 @@ def feature_contexts(path: str) -> dict | None:
     """Every feature's contexts (feature -> list of Context), or None when the run has none."""
     if not has_contexts(path):
         return None
-    return _all_contexts(path, _mtime(Path(path)))
+    return _all_contexts(path, files_mtime(Path(path)))
 
 
 @st.cache_data(ttl=10, show_spinner=False)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, share
+from dashboard import behaviour, data, share
 from dashboard.pick import chosen_runs
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import table
 from saecore.errors import InputError, SaecoreError
 from saecore.metrics import SHARED_THRESHOLD, frequency_bins, shared_fraction, shared_fraction_curve
 from saecore.overview import checkpoint_series, steps_table
+from saecore.plots.agreement import AGREEMENT_MEASURES, agreement_scatter, encoder_decoder_figure
 from saecore.pairs import frequencies_of
 from saecore.plots.consistency import (contribution_figure, frequency_bins_figure, pwmcc_matrix_figure,
                                        score_histogram, shared_fraction_figure, sign_label, steps_figure)
@@ -65,6 +68,50 @@ at_threshold = ", ".join(f"{lbl}: {shared_fraction(comp.matches[k]):.1%}" for k,
 cap = (f"Fraction of run A's features whose matched partner in run B has decoder cosine above the threshold "
        f"({label}, {settings}; decoder only). At {SHARED_THRESHOLD}: {at_threshold}.")
 share.chart(shared_fraction_figure(curves, chance, view.sign, cap), curve_df, cap, key="shared", subject=label)
+
+st.subheader("Beyond decoder cosine: encoders and activations")
+store = behaviour.store_for(ws, runs) if ws is not None else None
+agreement = None
+if store is not None:
+    try:
+        agreement = behaviour.family_agreement(runs, comp, store, view.sign, view.dead)
+    except (SaecoreError, ValueError, OSError) as exc:
+        st.warning(f"Activation agreement could not be measured: {exc}")
+agree_df, agree_problems = behaviour.agreement_table(comp, agreement, SHARED_THRESHOLD, view.sign, view.dead)
+means = {c: agree_df[c].mean() for c in AGREEMENT_MEASURES if c in agree_df.columns}
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("encoder PW-MCC", "–" if "encoder_pw_mcc" not in means else f"{means['encoder_pw_mcc']:.3f}",
+          help="the same exact matching on encoder directions instead of decoder directions")
+m2.metric(f"shared in both (> {SHARED_THRESHOLD})", "–" if "shared_both" not in means else f"{means['shared_both']:.1%}",
+          help="features whose decoder-matched partner has decoder and encoder cosine above the threshold "
+               "(Paulo & Belrose 2025)")
+m3.metric("activation correlation", "–" if "pearson_mean" not in means else f"{means['pearson_mean']:.3f}",
+          help="mean Pearson r of matched pairs' activations over the same held-out tokens")
+m4.metric("firing overlap (Jaccard)", "–" if "jaccard_mean" not in means else f"{means['jaccard_mean']:.3f}",
+          help="mean |both fire| / |either fires| of matched pairs over the held-out tokens")
+for problem in agree_problems:
+    st.caption(f"Encoders not compared for {problem}.")
+if store is None:
+    st.info("Activation agreement needs stored activations of these runs' model and hook inside the workspace "
+            "(a folder written by saecore.activations; the demo ships data/demo/heldout).")
+else:
+    st.caption(f"Activations: {store.n_tokens:,} held-out tokens at `{store.hook}` "
+               f"({Path(store.path).name}); matched pairs from the decoder matching above.")
+share.key_numbers(f"Encoders and activations of {label}", {
+    AGREEMENT_MEASURES[c]: f"{v:.3f}" for c, v in means.items()})
+agree_fmt = {c: st.column_config.NumberColumn(AGREEMENT_MEASURES[c], format="%.3f", width=95) for c in AGREEMENT_MEASURES}
+table(agree_df, column_config={"pair": st.column_config.TextColumn("seed pair", width=230), **agree_fmt})
+cap = (f"Per seed pair of {label} ({settings}): MCC of the decoder and of the encoder matching; fractions of run A's "
+       f"features whose partner is above {SHARED_THRESHOLD} by decoder, by encoder, and by both; how often both "
+       "matchings pick the same partner; mean activation correlation and firing overlap of decoder-matched pairs.")
+share.chart(encoder_decoder_figure(agree_df, cap), agree_df, cap, key="encoder_decoder", subject=label)
+if agreement is not None:
+    scatter = {f"{comp.names[i]} ↔ {comp.names[j]}": a.frame()
+               for (i, j), a in list(zip(agreement.index, agreement.pairs))[:3]}
+    cap = (f"Each point is a decoder-matched feature pair ({settings}); y = Pearson correlation of the two features' "
+           f"activations over {agreement.pairs[0].n_tokens:,} held-out tokens.")
+    share.chart(agreement_scatter(scatter, cap), pd.concat([f.assign(pair=k) for k, f in scatter.items()],
+                                                           ignore_index=True), cap, key="agreement_scatter", subject=label)
 
 st.subheader("Consistency by activation frequency")
 ref_default = view.reference if view.reference in comp.names else comp.names[0]
