@@ -179,6 +179,24 @@ class Agreement:
                 "decoder_vs_pearson": _correlation(self.decoder_score, self.pearson),
                 "decoder_vs_pearson_spearman": spearman}
 
+    def swapped(self) -> "Agreement":
+        """The same measurements seen from B's side (pairs in B's feature order)."""
+        order = np.argsort(self.feature_b, kind="stable")
+        return Agreement(self.run_b, self.run_a, self.feature_b[order], self.feature_a[order],
+                         self.decoder_score[order], self.pearson[order], self.jaccard[order], self.fires_b[order],
+                         self.fires_a[order], self.fires_both[order], self.counts_b, self.counts_a, self.n_tokens,
+                         self.start, self.stop, dict(self.info))
+
+    def of_feature(self, feature_a: int) -> dict | None:
+        """Pearson, Jaccard and firing counts of A's feature and its partner, or None when it is not matched."""
+        hit = np.flatnonzero(self.feature_a == feature_a)
+        if not len(hit):
+            return None
+        k = int(hit[0])
+        return {"feature_b": int(self.feature_b[k]), "pearson": float(self.pearson[k]),
+                "jaccard": float(self.jaccard[k]), "fires_a": int(self.fires_a[k]), "fires_b": int(self.fires_b[k]),
+                "fires_both": int(self.fires_both[k]), "n_tokens": int(self.n_tokens)}
+
     def to_json(self, pairs: bool = False) -> dict:
         """Runs, token range and summary (NaN as null); pairs=True adds the per-pair columns."""
         out: dict = {"run_a": self.run_a, "run_b": self.run_b, "start": int(self.start), "stop": int(self.stop),
@@ -198,6 +216,15 @@ class FamilyAgreement:
     paths: list[str]
     index: list[tuple[int, int]]
     pairs: list[Agreement]
+
+    def between(self, i: int, j: int) -> Agreement:
+        """The agreement of run i with run j, seen from i's side, whichever order it was measured in."""
+        for (a, b), agreement in zip(self.index, self.pairs):
+            if (a, b) == (i, j):
+                return agreement
+            if (a, b) == (j, i):
+                return agreement.swapped()
+        raise KeyError(f"runs {i} and {j} were not measured together")
 
     def _pair_means(self, key: str) -> np.ndarray:
         return np.array([a.summary()[key] for a in self.pairs], dtype=np.float64)

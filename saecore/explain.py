@@ -281,7 +281,8 @@ def _retry_after(exc) -> float | None:
     return None
 
 
-def _request(client, config: ExplainerConfig, messages: list[dict], what: str, stop: threading.Event) -> Answer:
+def _request(client, config: ExplainerConfig, messages: list[dict], what: str, stop: threading.Event,
+             extra: dict | None = None) -> Answer:
     """Send one chat request, retrying transient failures with exponential backoff. Fatal problems raise."""
     import openai
 
@@ -295,7 +296,8 @@ def _request(client, config: ExplainerConfig, messages: list[dict], what: str, s
         t0 = time.monotonic()
         try:
             resp = client.chat.completions.create(model=config.model, messages=messages, temperature=config.temperature,
-                                                  max_tokens=config.max_tokens, stop=list(config.stop) or None)
+                                                  max_tokens=config.max_tokens, stop=list(config.stop) or None,
+                                                  extra_body=extra or None)
         except openai.AuthenticationError:
             raise ExplainerError(f"{config.base_url} rejected the API key (HTTP 401); check {API_KEY_ENV}") from None
         except openai.PermissionDeniedError:
@@ -384,15 +386,18 @@ class AnswerCache:
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
+    """One chat request: what it is about, its messages, cache key, answer parser and failure text."""
+
     item: object  # feature index, or (a, b) texts for the judge
     messages: list[dict]
     key: str
     parse: Callable[[str | None], object]
     failure: str  # recorded when the answer parses to nothing
+    request: dict | None = None  # extra request body fields, e.g. a JSON-schema response format
 
 
-def _cached_answer(entry: dict, job: _Job) -> Answer:
+def _cached_answer(entry: dict, job: Job) -> Answer:
     """A cached answer, its raw text parsed again (a better parser applies to old answers without new requests)."""
     a = Answer(entry.get("value"), entry.get("raw"), entry.get("error"), True, True,
                int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0)),
@@ -403,9 +408,9 @@ def _cached_answer(entry: dict, job: _Job) -> Answer:
     return a
 
 
-def _run_jobs(jobs: Sequence[_Job], client, config: ExplainerConfig, cache: AnswerCache | None, retry_failed: bool,
-              progress: Progress | None, on_answer: Callable[[_Job, Answer], None] | None,
-              label: str = "feature") -> list[Answer]:
+def run_jobs(jobs: Sequence[Job], client, config: ExplainerConfig, cache: AnswerCache | None = None,
+             retry_failed: bool = False, progress: Progress | None = None,
+             on_answer: Callable[[Job, Answer], None] | None = None, label: str = "feature") -> list[Answer]:
     """Answer every job (cache first, then the endpoint with bounded concurrency), in job order.
 
     A fatal ExplainerError stops the job: pending requests are cancelled, answers so far stay cached and were
@@ -432,7 +437,7 @@ def _run_jobs(jobs: Sequence[_Job], client, config: ExplainerConfig, cache: Answ
 
     def work(i: int) -> Answer:
         job = jobs[i]
-        a = _request(client, config, job.messages, f"{label} {job.item}", stop)
+        a = _request(client, config, job.messages, f"{label} {job.item}", stop, job.request)
         if a.error is None:
             a.value = job.parse(a.raw)
             if a.value is None:
@@ -589,10 +594,10 @@ def explain_contexts(contexts: Sequence[Context] | Mapping[int, Sequence[Context
             results[f] = FeatureExplanation(f, None, "no activating contexts")
             continue
         messages = explain_messages(ctx, config.n_top, config.n_quantile)
-        jobs.append(_Job(f, messages, explain_key(run_key, f, config, messages), parse_explanation,
+        jobs.append(Job(f, messages, explain_key(run_key, f, config, messages), parse_explanation,
                          "empty or unparseable answer"))
 
-    def collect(job: _Job, a: Answer) -> None:
+    def collect(job: Job, a: Answer) -> None:
         r = FeatureExplanation(int(job.item), a.value if a.ok else None, a.error, a.raw, a.cached, a.prompt_tokens,
                                a.completion_tokens, a.seconds)
         results[r.feature] = r
@@ -600,7 +605,7 @@ def explain_contexts(contexts: Sequence[Context] | Mapping[int, Sequence[Context
             on_result(r)
 
     try:
-        _run_jobs(jobs, client, config, cache, retry_failed, progress, collect)
+        run_jobs(jobs, client, config, cache, retry_failed, progress, collect)
     finally:
         report.results = [results[f] for f in wanted if f in results]
         report.wall_seconds = time.monotonic() - t0
@@ -750,6 +755,6 @@ def judge_similarity(pairs: Sequence[tuple[str, str]], client, config: Explainer
     jobs = []
     for a, b in pairs:
         messages = judge_messages(a, b)
-        jobs.append(_Job((a, b), messages, judge_key(a, b, config, messages), parse_judge_score, "no score 1-10"))
-    answers = _run_jobs(jobs, client, config, cache, False, progress, None, "pair")
+        jobs.append(Job((a, b), messages, judge_key(a, b, config, messages), parse_judge_score, "no score 1-10"))
+    answers = run_jobs(jobs, client, config, cache, False, progress, None, "pair")
     return [int(a.value) if a.ok else None for a in answers]

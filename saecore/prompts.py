@@ -131,3 +131,84 @@ def parse_judge_score(text: str | None) -> int | None:
     """The first integer 1-10 in a judge's answer, or None."""
     m = re.search(r"\b(10|[1-9])\b", text or "")
     return int(m.group(1)) if m else None
+
+
+# --------------------------------------------------------------------------- scoring explanations
+
+# Bump whenever a scoring template or the excerpt formatting changes: cached judge answers are keyed by it.
+SCORE_VERSION = "score-v2"
+DETECTION_SYSTEM = ("A feature of a language model fires on some text excerpts and not on others. Given a short "
+                    "explanation of the feature, decide for each numbered excerpt whether the feature fires on it: "
+                    "1 if it does, 0 if it does not. Reply only with the list of 1s and 0s.")
+FUZZING_SYSTEM = ("A feature of a language model fires on certain words. In each numbered excerpt some words are "
+                  "marked <<like this>>: in some excerpts they are the words the feature fires on, in others the "
+                  "marks were put on random words. Given a short explanation of the feature, decide for each excerpt "
+                  "whether its marks are correct: 1 if they are, 0 if they are not. Reply only with the list of 1s "
+                  "and 0s.")
+# The worked example shown before each question: (excerpt, fuzzing version, fires). It is cut to as many
+# excerpts as the question has, since small judges copy the example's answer length.
+SHOT_EXPLANATION = "names of fruits"
+SHOT_EXCERPTS = (
+    ("I ate an apple today", "I ate an <<apple>> today", 1),
+    ("The train left at noon", "The <<train>> left at noon", 0),
+    ("She sells ripe bananas", "She sells ripe <<bananas>>", 1),
+    ("He paid the bill by card", "He paid the <<bill>> by card", 0),
+    ("A bowl of cherries and plums", "A bowl of <<cherries>> and <<plums>>", 1),
+    ("The meeting ran late again", "The meeting <<ran>> late again", 0),
+    ("Lemons are sour", "<<Lemons>> are sour", 1),
+    ("Close the window, please", "Close the <<window>>, please", 0),
+)
+_BINARY_WORDS = {"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
+
+
+def plain_text(tokens: Sequence[str]) -> str:
+    """Stored tokens joined into one line of plain text (no marks)."""
+    return "".join(_clean_token(t) for t in tokens).strip()
+
+
+def scoring_prompt(explanation: str, excerpts: Sequence[str]) -> str:
+    """The user turn of a scoring question: the explanation, numbered excerpts and the expected answer length."""
+    lines = "\n".join(f"{i}. {text}" for i, text in enumerate(excerpts, 1))
+    return (f"Explanation: {explanation.strip()}\nExcerpts:\n{lines}\n"
+            f"Reply with a list of {len(excerpts)} values, each 1 or 0.")
+
+
+def _scoring_messages(system: str, marked: bool, explanation: str, excerpts: Sequence[str]) -> list[dict]:
+    """System turn, one worked example with as many excerpts as the question, then the question."""
+    shot = [SHOT_EXCERPTS[i % len(SHOT_EXCERPTS)] for i in range(len(excerpts))]
+    answer = "[" + ", ".join(str(fires) for _, _, fires in shot) + "]"
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": scoring_prompt(SHOT_EXPLANATION, [m if marked else t for t, m, _ in shot])},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": scoring_prompt(explanation, excerpts)}]
+
+
+def detection_messages(explanation: str, excerpts: Sequence[str]) -> list[dict]:
+    """Chat messages asking which plain-text excerpts the explained feature fires on."""
+    return _scoring_messages(DETECTION_SYSTEM, False, explanation, excerpts)
+
+
+def fuzzing_messages(explanation: str, excerpts: Sequence[str]) -> list[dict]:
+    """Chat messages asking which excerpts have their << >> marks on the words the explained feature fires on."""
+    return _scoring_messages(FUZZING_SYSTEM, True, explanation, excerpts)
+
+
+def parse_binary_list(text: str | None, n: int) -> tuple[int, ...] | None:
+    """Exactly n 0/1 answers from a judge's reply ('[1, 0, 1]', '1 0 1', or 'Excerpt 1: yes' lines), else None."""
+    if not text:
+        return None
+    body = str(text).strip()
+    bracket = re.search(r"\[([^\[\]]*)\]", body)
+    if bracket is not None:
+        items = [w.strip(" '\"").lower() for w in re.split(r"[,;\s]+", bracket.group(1)) if w.strip(" '\"")]
+        if len(items) == n and all(w in _BINARY_WORDS for w in items):
+            return tuple(_BINARY_WORDS[w] for w in items)
+        return None
+    if re.fullmatch(r"[01](?:[\s,;]+[01])*", body):
+        values = tuple(int(v) for v in re.findall(r"[01]", body))
+        return values if len(values) == n else None
+    numbered = re.findall(r"(?im)^\W*(?:excerpt|example)?\s*(\d+)\s*[:.)\-]\s*(1|0|yes|no|true|false)\b", body)
+    answers = {int(i): _BINARY_WORDS[v.lower()] for i, v in numbered}
+    if sorted(answers) == list(range(1, n + 1)):
+        return tuple(answers[i] for i in range(1, n + 1))
+    return None

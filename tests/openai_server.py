@@ -6,6 +6,11 @@ last user message to an action applied every time it appears. Actions: "ok", "42
 "500", "503", "slow" (sleeps `slow_seconds`), "malformed" (a non-JSON body), "nochoices" (JSON without
 choices), "empty" (empty content), "401", "404", "echo-key" (a 400 whose message repeats the Authorization
 header, like a careless proxy).
+
+Scoring prompts ("Explanation: ...\nExcerpts:\n1. ...") are answered by `judge`: None (the default answer above,
+which no score parser accepts), "keyword" (1 for an excerpt containing a word of the explanation, searched in the
+<< >> marked words when the excerpts have marks: a perfect judge when the explanation names the feature's word), or
+"constant" (1 for every excerpt).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class FakeOpenAI:
         self.models = set(models)
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
+        self.judge: str | None = None
         self.script: deque[str] = deque()
         self.rules: list[tuple[str, str]] = []
         self.requests: list[dict] = []
@@ -60,9 +66,22 @@ class FakeOpenAI:
                 return action
         return "ok"
 
-    @staticmethod
-    def answer_for(body: dict) -> str:
+    def judge_answer(self, prompt: str) -> str:
+        """A 0/1 list for a scoring prompt, by the `judge` rule."""
+        explanation = prompt.split("\n", 1)[0][len("Explanation: "):]
+        excerpts = re.findall(r"(?m)^\d+\. (.*)$", prompt)
+        words = [w.lower() for w in re.findall(r"[A-Za-z]{3,}", explanation)]
+        answers = []
+        for text in excerpts:
+            marked = re.findall(r"<<(.+?)>>", text)
+            haystack = " ".join(marked).lower() if "<<" in text else text.lower()
+            answers.append(1 if self.judge == "constant" or any(w in haystack for w in words) else 0)
+        return "[" + ", ".join(map(str, answers)) + "]"
+
+    def answer_for(self, body: dict) -> str:
         last = next((m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+        if self.judge is not None and last.startswith("Explanation: "):
+            return self.judge_answer(last)
         if last.startswith("A: "):
             return "7"
         marked = re.search(r"<<(.+?)>>", last)

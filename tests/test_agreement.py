@@ -248,3 +248,21 @@ def test_cuda_gives_the_cpu_numbers(family):
     gpu = activation_agreement(paths[0], paths[1], store, batch_size=256, device="cuda")
     np.testing.assert_allclose(gpu.pearson, cpu.pearson, atol=1e-6, equal_nan=True)
     assert np.array_equal(gpu.counts_a, cpu.counts_a) and np.array_equal(gpu.fires_both, cpu.fires_both)
+
+
+def test_between_and_of_feature_see_a_pair_from_either_side():
+    from saecore.agreement import Agreement, FamilyAgreement
+
+    f = lambda *v: np.array(v)  # noqa: E731
+    agr = Agreement("A", "B", f(0, 1, 2), f(5, 3, 4), f(0.9, 0.8, 0.7), f(0.5, 0.6, np.nan), f(0.1, 0.2, np.nan),
+                    f(3, 4, 0), f(2, 5, 1), f(1, 2, 0), np.zeros(3), np.zeros(6), 100)
+    fam = FamilyAgreement(["A", "B"], ["a", "b"], [(0, 1)], [agr])
+    assert fam.between(0, 1) is agr
+    back = fam.between(1, 0)
+    assert back.run_a == "B" and back.feature_a.tolist() == [3, 4, 5] and back.feature_b.tolist() == [1, 2, 0]
+    assert back.pearson[2] == 0.5 and back.fires_a.tolist() == [5, 1, 2] and back.fires_b.tolist() == [4, 0, 3]
+    assert agr.of_feature(1) == {"feature_b": 3, "pearson": 0.6, "jaccard": 0.2, "fires_a": 4, "fires_b": 5,
+                                 "fires_both": 2, "n_tokens": 100}
+    assert back.of_feature(0) is None and back.of_feature(5)["feature_b"] == 0
+    with pytest.raises(KeyError):
+        fam.between(0, 2)
