@@ -23,6 +23,7 @@ PAGES = [
     ("pages/consistency.py", "Consistency", "📈", "consistency"),
     ("pages/pairs.py", "Feature pairs", "🔍", "pairs"),
     ("pages/semantics.py", "Consistency vs semantics", "💬", "semantics"),
+    ("pages/orphans.py", "Orphans", "🧩", "orphans"),
     ("pages/explanations.py", "Explanations", "📝", "explanations"),
     ("pages/synthetic.py", "Synthetic lab", "🧪", "synthetic"),
 ]

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import files_mtime, comparison_key, path_signature, with_progress
+from dashboard.data import (comparison_key, explanation_scores, explanations_version, files_mtime, path_signature,
+                            with_progress)
 from saecore.consistency import Comparison
 from saecore.errors import SaecoreError
+from saecore.metrics import SHARED_THRESHOLD
 from saecore.runs import Run
 from saecore.workspace import StoredActivations, Workspace
 
@@ -81,3 +83,79 @@ def agreement_table(comp: Comparison, agreement, threshold: float, sign: str, de
             row.update({"pearson_mean": s["pearson_mean"], "jaccard_mean": s["jaccard_mean"]})
         rows.append(row)
     return pd.DataFrame(rows), problems
+
+
+def with_agreement(pairs: pd.DataFrame, agreement) -> pd.DataFrame:
+    """The pair table with each pair's activation correlation (column activation_r) beside its match score."""
+    r = agreement.frame()[["feature_a", "pearson"]].rename(columns={"pearson": "activation_r"})
+    out = pairs.merge(r, on="feature_a", how="left")
+    cols = list(pairs.columns)
+    cols.insert(cols.index("score") + 1, "activation_r")
+    return out[cols]
+
+
+def _number(value: float | None, fmt: str = ".3f") -> str:
+    return "undefined" if value is None or value != value else f"{value:{fmt}}"
+
+
+def pair_numbers(agreement, run_a: Run, run_b: Run, feature: int, sign: str, dead: str) -> dict[str, tuple[str, str]]:
+    """The open pair's activation correlation, firing overlap and encoder cosine: name -> (value, help)."""
+    out: dict[str, tuple[str, str]] = {}
+    one = None if agreement is None else agreement.of_feature(feature)
+    if one is not None:
+        out["activation correlation"] = (_number(one["pearson"]), "Pearson r of the two features' activations over "
+                                         "the same held-out tokens (undefined when one never fires)")
+        out["firing overlap (Jaccard)"] = (_number(one["jaccard"]), "tokens where both fire / tokens where either fires")
+    enc, _ = encoders(run_a, run_b, SHARED_THRESHOLD, sign, dead)
+    if enc is not None and 0 <= feature < len(enc.encoder_cosine) and enc.decoder_partner[feature] >= 0:
+        out["encoder cosine"] = (_number(float(enc.encoder_cosine[feature])),
+                                 "cosine of the two features' encoder directions (same pair as the decoder match)")
+    return out
+
+
+def has_scores(path: str, method: str) -> bool:
+    """Whether any feature of the run has a score by this method."""
+    scores = explanation_scores(path)
+    return scores is not None and method in scores.columns and bool(scores[method].notna().any())
+
+
+@st.cache_resource(show_spinner=False)
+def _orphan_reports() -> OrderedDict:
+    return OrderedDict()
+
+
+def orphans(comp: Comparison, threshold: float, sign: str, dead: str):
+    """Orphan tables of every run (frequency, explanation and explanation scores joined), kept in memory."""
+    from saecore.orphans import find_orphans, side_table
+    from saecore.scoring import METHODS
+
+    runs = comp.runs
+    versions = tuple(explanations_version(r.meta.path) for r in runs)
+    key = (comparison_key(runs, sign, dead), float(threshold), versions)
+    cache = _orphan_reports()
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    sides = []
+    for r in runs:
+        scores = explanation_scores(r.meta.path)
+        methods = [m for m in METHODS if scores is not None and m in scores.columns and scores[m].notna().any()]
+        sides.append(side_table(r, scores[["feature", *methods]] if methods else None))
+    report = find_orphans(comp, threshold, sides)
+    cache[key] = report
+    while len(cache) > MAX_AGREEMENTS:
+        cache.popitem(last=False)
+    return report
+
+
+@st.cache_resource(show_spinner="Finding each latent's nearest partners…", max_entries=16)
+def _partners(_a: Run, _b: Run, key: tuple, k: int, sign: str):
+    from saecore.consistency import MatchCache
+    from saecore.partners import find_partners
+
+    return find_partners(_a, _b, k=k, sign=sign, cache=MatchCache())
+
+
+def partners(run_a: Run, run_b: Run, k: int, sign: str):
+    """Top-k partners in the larger run of every latent of the smaller one (with the 1-to-1 match beside them)."""
+    return _partners(run_a, run_b, (run_a.fingerprint, run_b.fingerprint, run_a.name, run_b.name), k, sign)

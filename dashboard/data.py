@@ -186,6 +186,23 @@ def explanations(path: str) -> tuple[pd.DataFrame | None, str | None]:
     return _explanations(path, explanations_version(path))
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _scores(path: str, mtime: float) -> pd.DataFrame | None:
+    table = optional("scoring", "scores_table")
+    if table is None:
+        return None
+    try:
+        df = table(path)
+    except (SaecoreError, OSError, ValueError):
+        return None
+    return df if len(df) else None
+
+
+def explanation_scores(path: str) -> pd.DataFrame | None:
+    """One row per scored feature (detection, fuzzing, embedding, stale), or None when the run has no scores."""
+    return _scores(path, explanations_version(path))
+
+
 def base_dir() -> Path:
     """The app folder (relative workspace paths are read from here)."""
     return Path(os.environ.get("SAECORE_APP_DIR") or Path(__file__).resolve().parents[1])
@@ -237,14 +254,23 @@ def _text_similarity(a: str, b: str) -> float | None:
 
 
 @st.cache_data(show_spinner="Embedding explanations and computing correlations…", max_entries=64)
-def semantic_result(_match, key: tuple, path_a: str, path_b: str):
-    """compare_explanations for one match; `key` (fingerprints, options, file times) identifies the inputs."""
+def semantic_result(_match, key: tuple, path_a: str, path_b: str, scorer: str | None = None,
+                    min_score: float | None = None):
+    """compare_explanations for one match; `key` (fingerprints, options, file times) identifies the inputs.
+
+    With a scorer and min_score only explanations scoring at least that much on both sides take part.
+    """
     compare = optional("semantic", "compare_explanations")
     emb = embedder()
     if compare is None or emb is None:
         return None
     ea, _ = explanations(path_a)
     eb, _ = explanations(path_b)
+    if scorer and min_score is not None:
+        from saecore.scoring import well_scored
+
+        ea = well_scored(ea, explanation_scores(path_a), scorer, min_score)
+        eb = well_scored(eb, explanation_scores(path_b), scorer, min_score)
     return compare(_match, ea, eb, embedder=emb)
 
 

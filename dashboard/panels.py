@@ -27,6 +27,17 @@ def _fmt_freq(value: float | None) -> str:
     return f"{value:.2e} ({value * 1e6:,.0f} per million tokens)"
 
 
+SCORE_NAMES = {"detection": "detection", "fuzzing": "fuzzing", "embedding": "embedding AUROC"}
+
+
+def score_text(row) -> str | None:
+    """'detection 0.70 · fuzzing 0.55 · embedding AUROC 0.81' for the scores a feature has (None when none)."""
+    parts = [f"{name} {row[m]:.2f}" for m, name in SCORE_NAMES.items() if m in row and row[m] == row[m]]
+    if not parts:
+        return None
+    return " · ".join(parts) + (" (scored for an older explanation)" if bool(row.get("stale", False)) else "")
+
+
 def feature_facts(run: Run, feature: int) -> dict:
     """Explanations, frequency, max activation and contexts of one feature, each None when not available."""
     stats, stats_why = data.stats(run.meta.path)
@@ -42,7 +53,9 @@ def feature_facts(run: Run, feature: int) -> dict:
         sub = expl[expl["feature"] == feature]
         texts = [(str(r.explanation), str(getattr(r, "explainer", "") or "")) for r in sub.itertuples()]
     ctx, ctx_why = data.contexts(run.meta.path, feature)
-    return {"frequency": freq, "max_activation": float(row["max_activation"]) if row is not None else None,
+    scores = data.explanation_scores(run.meta.path)
+    scored = None if scores is None else scores[scores["feature"] == feature]
+    return {"scores": score_text(scored.iloc[0]) if scored is not None and len(scored) else None, "frequency": freq, "max_activation": float(row["max_activation"]) if row is not None else None,
             "explanations": texts, "explanations_why": expl_why, "contexts": ctx, "contexts_why": ctx_why,
             "stats_why": stats_why}
 
@@ -60,6 +73,11 @@ def feature_panel(run: Run, feature: int | None, heading: str) -> Section | None
             st.markdown(f"> {escape_markdown(text)}")
             if explainer:
                 st.caption(f"— {escape_markdown(explainer)}")
+        if facts["scores"]:
+            st.caption(f"Explanation scores: {facts['scores']}", help="balanced accuracy of an LLM judge telling "
+                       "activating from non-activating examples (detection) or right from random highlights (fuzzing); "
+                       "AUROC of the explanation's embedding similarity to activating vs non-activating examples; "
+                       "0.5 is chance, 1 is perfect")
     else:
         st.caption(f"Explanation: {facts['explanations_why'] or 'none for this feature'}.")
     max_act = facts["max_activation"]
@@ -78,4 +96,5 @@ def feature_panel(run: Run, feature: int | None, heading: str) -> Section | None
                    "Contexts: none recorded for this feature (it did not fire on the sampled text).")
     expl_text = "; ".join(t for t, _ in facts["explanations"]) or "no explanation"
     return Section(title=f"{run.name} feature {feature}", html="".join(html_parts),
-                   caption=f"Explanation: {expl_text}. Frequency: {_fmt_freq(facts['frequency'])}.")
+                   caption=f"Explanation: {expl_text}. " + (f"Scores: {facts['scores']}. " if facts["scores"] else "")
+                   + f"Frequency: {_fmt_freq(facts['frequency'])}.")

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import streamlit as st
 
-from dashboard import data, share
+from dashboard import behaviour, data, share
 from dashboard.panels import feature_panel
 from dashboard.pick import chosen_runs
 from dashboard.state import bind, bound, publish, published, workspace_label
 from dashboard.tables import selected_feature, table
+from saecore.plots.agreement import fan_in_figure
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
 from saecore.pairs import (PairFilter, across_runs, candidates, clip_range, explanation_map, feature_to_open,
@@ -24,6 +25,8 @@ COSINE = {"rank": st.column_config.NumberColumn(width=40), "feature": st.column_
           "cosine": st.column_config.NumberColumn(format="%.3f", width=60),
           "matched": st.column_config.TextColumn(width=50)}
 
+VIEW_LABELS = {"pair": "A ↔ B pair", "seeds": "same feature in all runs", "partners": "top partners (many-to-one)"}
+PARTNERS_K = 3
 FEATURE = "pair_feature"  # the open pair's run-A feature (a widget key; callbacks below move it)
 REFILTER = "_pairs_refiltered"  # set when a filter changed: a hidden open pair gives way to the first shown one
 
@@ -37,7 +40,7 @@ def _refiltered() -> None:
     st.session_state[REFILTER] = True
 
 
-view, _, root, runs, _ = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
+view, ws, root, runs, _ = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
 root_s = str(root)
 names = [r.name for r in runs]
 with st.container(key="controls_runs"):
@@ -48,7 +51,7 @@ with st.container(key="controls_runs"):
     b_name = bound(c2.selectbox, f"pairs_run_b_{a_name}", view.run_b if view.run_b in b_options else b_options[0],
                    label="Run B", options=b_options)
     mode = bound(c3.radio, "pairs_mode", view.view, label="Show", options=list(VIEWS), horizontal=True,
-                 format_func=lambda v: "A ↔ B pair" if v == "pair" else "same feature in all runs")
+                 format_func=VIEW_LABELS.get)
 view = view.replace(run_a=a_name, run_b=b_name, view=mode)
 ia, ib = names.index(a_name), names.index(b_name)
 
@@ -67,6 +70,15 @@ freq_a, freq_b = frequencies_of(run_a, stats_a), frequencies_of(run_b, stats_b)
 expl_a, _ = data.explanations(run_a.meta.path)
 expl_b, _ = data.explanations(run_b.meta.path)
 pairs = pair_table(match, freq_a, freq_b, explanation_map(expl_a), explanation_map(expl_b))
+store = behaviour.store_for(ws, runs) if ws is not None else None
+agreement = None
+if store is not None:
+    try:
+        agreement = behaviour.family_agreement(runs, comp, store, view.sign, view.dead).between(ia, ib)
+    except (SaecoreError, ValueError, OSError) as exc:
+        st.caption(f"Activation agreement not available: {exc}")
+if agreement is not None:
+    pairs = behaviour.with_agreement(pairs, agreement)
 no_text = expl_a is None and expl_b is None
 
 score_bounds, decades = filter_bounds(pairs)
@@ -117,7 +129,9 @@ table(shown, column_order=visible, height=280, key=table_key, selection_mode="si
                                                               max_value=1.0, format="%.3f", width=100),
                      "runner_up_b_score": st.column_config.NumberColumn("runner-up cos", format="%.3f", width=90),
                      "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e", width=80),
-                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e", width=80)})
+                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e", width=80),
+                     "activation_r": st.column_config.NumberColumn("activation r", format="%.3f", width=80,
+                                                                   help="Pearson r over the held-out tokens")})
 
 prev_f, next_f = neighbours(order, current)
 n1, n2, n3 = st.columns([1, 2, 1])
@@ -145,9 +159,16 @@ if view.view == "pair":
         sim = data.explanation_similarity(run_a.meta.path, feature, run_b.meta.path, partner)
         if sim is not None:
             st.metric("explanation similarity", f"{sim:.3f}", help="cosine of the two explanations' sentence embeddings")
+        behaviour_numbers = behaviour.pair_numbers(agreement, run_a, run_b, feature, view.sign, view.dead)
+        for name, (value, helptext) in behaviour_numbers.items():
+            st.metric(name, value, help=helptext)
+        if agreement is not None and (one := agreement.of_feature(feature)) is not None:
+            st.caption(f"Over {one['n_tokens']:,} held-out tokens: A fires on {one['fires_a']:,}, B on "
+                       f"{one['fires_b']:,}, both on {one['fires_both']:,}.")
         share.key_numbers(f"{a_name} feature {feature} ↔ {b_name} feature {partner}", {
             f"match score ({sign_label(view.sign)})": "unmatched" if partner is None else f"{score:.4f}",
-            "explanation similarity": "–" if sim is None else f"{sim:.3f}", "chance MCC": f"{chance:.3f}"})
+            "explanation similarity": "–" if sim is None else f"{sim:.3f}",
+            **{name: value for name, (value, _) in behaviour_numbers.items()}, "chance MCC": f"{chance:.3f}"})
         cand = candidates(run_a, feature, run_b, k=5, sign=view.sign)
         cand["matched"] = np.where(cand["feature"] == (partner if partner is not None else -1), "✓", "")
         cand_features = cand["feature"].tolist()
@@ -168,6 +189,32 @@ if view.view == "pair":
         if sec is not None:
             share.add_section(sec)
     title = f"Feature {feature} of {a_name} and its match in {b_name}"
+elif view.view == "partners":
+    found = behaviour.partners(run_a, run_b, PARTNERS_K, view.sign)
+    facts = found.to_json()
+    widths = (f"{found.small} has {found.d_small:,} latents, {found.large} {found.d_large:,}"
+              + (" (different widths)" if found.d_small != found.d_large else ""))
+    st.markdown(f"Every latent of the smaller run with its {PARTNERS_K} nearest latents in the larger one, beside the "
+                f"optimal one-to-one match. {widths}.")
+    p1, p2, p3 = st.columns(3)
+    p1.metric("mean top-1 cosine", f"{facts['mean_cos'][0]:.3f}")
+    p2.metric("top-1 is the 1-to-1 match", f"{facts['top1_is_matched']:.1%}")
+    p3.metric("most latents sharing one partner", f"{facts['max_fan_in']}")
+    share.key_numbers(f"Partners of {found.small} in {found.large}", {
+        "mean top-1 cosine": f"{facts['mean_cos'][0]:.3f}", "top-1 is the 1-to-1 match": f"{facts['top1_is_matched']:.1%}",
+        "max fan-in": str(facts["max_fan_in"])})
+    frame = found.frame()
+    cos_cols = {c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f", width=70)
+                for c in frame.columns if c.startswith("cos_") or c == "matched_score"}
+    table(frame, height=320, column_config={"latent": st.column_config.NumberColumn(f"latent of {found.small}"),
+                                            **cos_cols})
+    share.table_section(f"Top {PARTNERS_K} partners in {found.large} of every latent of {found.small}", frame,
+                        f"Decoder {sign_label(view.sign)}, exact (float64); matched = the optimal one-to-one partner.")
+    cap = (f"For every latent of {found.large}: how many latents of {found.small} have it as their nearest latent "
+           f"(decoder {sign_label(view.sign)}). Counts above 1 hint at features the larger run merged or the smaller "
+           "one split.")
+    share.chart(fan_in_figure(found.counts(), cap), found.fan_in(), cap, key="fan_in")
+    title = f"Top partners of {found.small} in {found.large}"
 else:
     chain = across_runs(comp, ia, feature)
     st.markdown(f"Feature {feature} of **{a_name}** (reference) followed into every run of the set by its optimal match.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, page, share
+from dashboard import behaviour, data, page, share
 from dashboard.pick import keys_help, sign_and_dead
 from dashboard.state import bound, open_workspace, publish, workspace_label
 from dashboard.tables import table
@@ -13,9 +13,11 @@ from saecore.errors import SaecoreError
 from saecore.metrics import match_for
 from saecore.overview import comparable_families, explained_pair, family_labels, seed_text
 from saecore.plots.consistency import sign_label
+from saecore.plots.agreement import three_axes_figure
 from saecore.plots.semantic import bins_frame, binned_figure, semantic_scatter
+from saecore.semantic import axes_correlations
 from saecore.text import setting_text
-from saecore.viewstate import to_params
+from saecore.viewstate import SCORERS, to_params
 
 view = page.start("💬 Consistency vs semantics",
                   "Matched features with a high decoder cosine should also be explained alike. Each point is a "
@@ -53,6 +55,16 @@ with st.container(key="controls"):
                    options=list(eligible), format_func=lambda k: labels.get(k, k),
                    help=keys_help({k: labels[k] for k in eligible}))
     view = sign_and_dead(view.replace(families=chosen))
+    s1, s2 = st.columns([2, 3])
+    scorer = bound(s1.selectbox, "semantics_scorer", view.scorer, label="Only explanations scored by",
+                   options=[None, *SCORERS], format_func=lambda m: "any explanation (no score filter)" if m is None
+                   else {"embedding": "embedding AUROC"}.get(m, m),
+                   help="keep a pair only when both explanations reach the minimum score by this method "
+                        "(scores are computed with `python -m saecore score`)")
+    min_score = bound(s2.slider, "semantics_min_score", view.min_score if view.min_score is not None else 0.6,
+                      label="Minimum explanation score (0.5 = chance)", min_value=0.0, max_value=1.0, step=0.05,
+                      disabled=scorer is None)
+    view = view.replace(scorer=scorer, min_score=float(min_score) if scorer else None)
 publish(view)
 if not chosen:
     st.info("Choose at least one family.")
@@ -62,7 +74,7 @@ if data.embedder() is None:
              f"{st.session_state.get('_embedder_problem', 'unknown problem')}")
     st.stop()
 
-results, where = {}, {}
+results, where, three = {}, {}, {}
 for key in chosen:
     metas = eligible[key]
     names = [m.name for m in metas]
@@ -73,6 +85,12 @@ for key in chosen:
     loaded = [r.name for r in runs]
     if a_name not in loaded or b_name not in loaded or len(runs) < 2:
         continue
+    unscored = [m for m in (a_name, b_name) if view.scorer and not behaviour.has_scores(
+        next(r for r in runs if r.name == m).meta.path, view.scorer)]
+    if unscored:
+        st.info(f"Family {labels[key]}: no {view.scorer} scores for {', '.join(unscored)} yet "
+                f"(`python -m saecore score RUN --method {view.scorer}`).")
+        continue
     try:
         comp = data.comparison(runs, view.sign, view.dead)
         ia, ib = loaded.index(a_name), loaded.index(b_name)
@@ -80,7 +98,8 @@ for key in chosen:
         ra, rb = runs[ia], runs[ib]
         cache_key = (ra.fingerprint, rb.fingerprint, view.sign, view.dead, data.explanations_version(ra.meta.path),
                      data.explanations_version(rb.meta.path))
-        res = data.semantic_result(match, cache_key, ra.meta.path, rb.meta.path)
+        res = data.semantic_result(match, cache_key + (view.scorer, view.min_score), ra.meta.path, rb.meta.path,
+                                   view.scorer, view.min_score)
     except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
         st.error(f"Family {labels[key]}: {exc}")
         continue
@@ -90,10 +109,22 @@ for key in chosen:
     label = f"{setting_text(metas[0].architecture, metas[0].sparsity)}: {seeds[a_name]} ↔ {seeds[b_name]}"
     results[label] = res
     where[label] = (key, a_name, b_name)
+    store = behaviour.store_for(ws, runs)
+    if store is not None:
+        try:
+            agreement = behaviour.family_agreement(runs, comp, store, view.sign, view.dead).between(ia, ib)
+            three[label] = behaviour.with_agreement(res.pairs, agreement)
+        except (SaecoreError, ValueError, OSError) as exc:
+            st.caption(f"Family {labels[key]}: activation agreement not available ({exc}).")
 
 if not results:
-    st.warning("Nothing to show for the chosen families.")
+    st.warning("Nothing to show for the chosen families." + (
+        f" No matched pair has both explanations scored ≥ {view.min_score:g} by {view.scorer}; lower the minimum or "
+        "choose another scorer." if view.scorer else ""))
     st.stop()
+if view.scorer:
+    st.caption(f"Only pairs whose two explanations score ≥ {view.min_score:g} by {view.scorer} "
+               f"({', '.join(f'{k}: {r.n_pairs:,} pairs' for k, r in results.items())}).")
 
 stats_df = pd.DataFrame([{"comparison": label, **r.summary()} for label, r in results.items()])
 st.subheader("Correlation of match score with explanation similarity")
@@ -130,6 +161,23 @@ if points:
         target = view.replace(family=family, runs=(), run_a=a_name, run_b=b_name, feature=feature_a, view="pair")
         publish(target)
         st.switch_page(str(data.base_dir() / "pages" / "pairs.py"), query_params=to_params(target))
+
+st.subheader("Three views of a matched pair: decoder, activations, explanations")
+if three:
+    axes_df = pd.DataFrame([{"comparison": k, **axes_correlations(df.rename(columns={"activation_r": "pearson"}))}
+                            for k, df in three.items()])
+    table(axes_df, column_config={"comparison": st.column_config.TextColumn(width=220)})
+    share.table_section("Correlations between the three views", axes_df, "Spearman rank correlations over matched "
+                        "pairs explained on both sides.")
+    cap = ("Each point is a matched pair explained on both sides; decoder cosine of the match, Pearson correlation of "
+           "the two features' activations over the workspace's held-out tokens, and cosine of the explanations' "
+           "embeddings. Spearman correlations of each pair of views are in the table above.")
+    frames = {k: df.rename(columns={"activation_r": "pearson"}) for k, df in three.items()}
+    share.chart(three_axes_figure(frames, cap), pd.concat([f.assign(comparison=k) for k, f in frames.items()],
+                                                         ignore_index=True), cap, key="three_axes")
+else:
+    st.info("Activation correlation needs stored activations of these runs' model and hook inside the workspace "
+            "(the demo ships data/demo/heldout).")
 
 tables = {label: bins_frame(r.bins.edges, r.bins.counts, r.bins.means) for label, r in results.items()}
 st.subheader("Binned by match score (the paper's layout)")

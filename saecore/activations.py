@@ -355,7 +355,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _shard_path(folder: Path, i: int, what: str) -> Path:
+def shard_path(folder: Path, i: int, what: str) -> Path:
     return folder / f"{what}_{i:05d}.npy"
 
 
@@ -450,7 +450,7 @@ def extract_activations(config: ExtractionConfig = ExtractionConfig(), out: str 
         bar.update(done_tokens)
     started = time.perf_counter()
     for s in range(n_shards):
-        if str(s) in manifest["shards"] and _shard_path(folder, s, "acts").is_file():
+        if str(s) in manifest["shards"] and shard_path(folder, s, "acts").is_file():
             continue
         w0, w1 = s * config.windows_per_shard, min((s + 1) * config.windows_per_shard, n_windows)
         chunks = []
@@ -471,7 +471,7 @@ def extract_activations(config: ExtractionConfig = ExtractionConfig(), out: str 
                   "tokens": windows[w0:w1][sk].astype(np.int32), "docs": doc_idx[w0:w1][sk],
                   "offsets": offsets[w0:w1][sk]}
         for what in SHARD_ARRAYS:
-            _save_npy(_shard_path(folder, s, what), arrays[what])
+            _save_npy(shard_path(folder, s, what), arrays[what])
         manifest["shards"][str(s)] = {"n_tokens": int(sk.sum())}
         atomic_write_json(manifest_path, manifest)
     manifest["complete"] = True
@@ -493,12 +493,12 @@ def open_activations(folder: str | Path) -> ActivationStore:
         raise LoadError(manifest_path, "extraction is unfinished; run it again to resume")
     acts, others = [], {k: [] for k in SHARD_ARRAYS[1:]}
     for s in range(manifest["n_shards"]):
-        p = _shard_path(folder, s, "acts")
+        p = shard_path(folder, s, "acts")
         if not p.is_file():
             raise LoadError(p, "shard file is missing")
         acts.append(np.load(p, mmap_mode="r"))
         for k in others:
-            others[k].append(np.load(_shard_path(folder, s, k)))
+            others[k].append(np.load(shard_path(folder, s, k)))
     cat = {k: np.concatenate(v) if v else np.zeros(0, np.int32) for k, v in others.items()}
     return ActivationStore(folder, manifest, acts, cat["tokens"], cat["docs"], cat["offsets"])
 

@@ -157,6 +157,8 @@ SHOT_EXCERPTS = (
     ("The meeting ran late again", "The meeting <<ran>> late again", 0),
     ("Lemons are sour", "<<Lemons>> are sour", 1),
     ("Close the window, please", "Close the <<window>>, please", 0),
+    ("Grapes grow on vines", "<<Grapes>> grow on vines", 1),
+    ("The printer is out of paper", "The <<printer>> is out of paper", 0),
 )
 _BINARY_WORDS = {"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
 

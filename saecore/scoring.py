@@ -867,3 +867,16 @@ def import_delphi_scores(source: str | Path, run_path: str | Path, module: str |
     if store and len(report.scores):
         report.stored_to = str(store_scores(run_path, report.scores))
     return report
+
+
+def well_scored(explanations: pd.DataFrame, scores: pd.DataFrame | None, method: str, min_score: float) -> pd.DataFrame:
+    """The explanations of features whose current explanation scores at least min_score by `method`.
+
+    `scores` is a scores_table frame; features without a score, or scored for an older explanation, are left out.
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if scores is None or method not in scores.columns:
+        return explanations.iloc[0:0]
+    ok = scores[(scores[method] >= min_score) & ~scores["stale"].astype(bool)]["feature"]
+    return explanations[explanations["feature"].isin(set(ok.astype(int)))]

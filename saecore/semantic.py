@@ -258,6 +258,27 @@ def correlations(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0
     return out[0], out[1]
 
 
+# The per-pair views compared by axes_correlations: column -> name in its output.
+VIEWS = {"score": "decoder", "pearson": "activations", "similarity": "explanations"}
+
+
+def axes_correlations(pairs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, str]:
+    """Spearman correlation (95% bootstrap CI) between each two of decoder cosine, activation r and explanation
+    similarity, over the pairs where all three are defined; formatted for a table row."""
+    df = pairs[list(VIEWS)].astype(float).dropna()
+    out = {"pairs": f"{len(df):,}"}
+    names = list(VIEWS)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            key = f"{VIEWS[x]} ~ {VIEWS[y]}"
+            if len(df) < 3:
+                out[key] = "–"
+                continue
+            _, spearman = correlations(df[x].to_numpy(), df[y].to_numpy(), n_boot=n_boot, seed=seed)
+            out[key] = spearman.text()
+    return out
+
+
 def random_pair_indices(n_a: int, n_b: int, partner: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n random (i, j) index pairs with j not i's matched partner (partner[i] holds j's index or -1)."""
     rng = np.random.default_rng(seed)

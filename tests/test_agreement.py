@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from saecore.activations import MANIFEST, VOCAB_FILE, ActivationStore, _shard_path, open_activations
 from saecore.agreement import (Agreement, activation_agreement, batch_moments, compare_encoders, encoder_decoder,
                                family_agreement, measure_agreement, merge_moments, pearson_from_moments)
 from saecore.cli import main
@@ -19,28 +18,10 @@ from saecore.matching import match_decoders
 from saecore.runs import Run, RunMeta
 from saecore.sae import BatchedSAE, SAEConfig
 from saecore.train import load_sae
-from workspaces import related_decoders, write_saelens
+from workspaces import related_decoders, write_saelens, write_store
 
 D_IN, D_SAE, N = 8, 24, 1200
 MODEL, HOOK = "tiny-model", "blocks.4.hook_resid_post"
-
-
-def write_store(folder, n: int = N, d: int = D_IN, model: str = MODEL, hook: str = HOOK, shards: int = 3,
-                seed: int = 0) -> ActivationStore:
-    """A finished activations folder on disk (float16 shards, as extraction leaves it), opened as users open it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    g = np.random.default_rng(seed)
-    acts = (g.standard_normal((n, d)) + 0.3).astype(np.float16)
-    columns = {"acts": acts, "tokens": g.integers(0, 50, n).astype(np.int32),
-               "docs": (np.arange(n) // 37).astype(np.int32), "offsets": (np.arange(n) % 37).astype(np.int32)}
-    bounds = np.linspace(0, n, shards + 1).astype(int)
-    for s in range(shards):
-        for what, arr in columns.items():
-            np.save(_shard_path(folder, s, what), arr[bounds[s]:bounds[s + 1]])
-    (folder / VOCAB_FILE).write_text(json.dumps([f"w{i}" for i in range(50)]))
-    (folder / MANIFEST).write_text(json.dumps({"complete": True, "n_shards": shards, "d_model": d,
-                                               "model_name": model, "hook_name": hook}))
-    return open_activations(folder)
 
 
 @pytest.fixture(scope="module")

@@ -404,3 +404,20 @@ def test_embedding_score_with_minilm(tmp_path):
     assert good.score == 1.0 and good.method == "embedding" and good.n_examples == 10
     assert good.source == "embedding:all-MiniLM-L6-v2"
     assert wrong.score == 0.0  # the same explanation for the opposite split ranks every example the wrong way
+
+
+def test_well_scored_keeps_current_explanations_at_or_above_the_threshold():
+    import pandas as pd
+
+    from saecore.scoring import well_scored
+
+    expl = pd.DataFrame({"feature": [0, 1, 2, 3, 4], "explanation": list("abcde")})
+    scores = pd.DataFrame({"feature": [0, 1, 2, 3], "detection": [0.9, 0.6, 0.59, float("nan")],
+                           "embedding": [0.1, 0.9, 0.9, 0.9], "stale": [False, False, False, False]})
+    assert well_scored(expl, scores, "detection", 0.6)["feature"].tolist() == [0, 1]
+    assert well_scored(expl, scores, "embedding", 0.5)["feature"].tolist() == [1, 2, 3]
+    scores.loc[1, "stale"] = True
+    assert well_scored(expl, scores, "detection", 0.6)["feature"].tolist() == [0]
+    assert well_scored(expl, None, "detection", 0.0).empty
+    with pytest.raises(InputError):
+        well_scored(expl, scores, "simulation", 0.5)

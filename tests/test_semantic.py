@@ -181,3 +181,19 @@ def test_llm_judge_scores_are_summarised_beside_the_embeddings(tmp_path, embedde
     assert res.pairs["judge"].isna().sum() >= 1 and set(res.pairs["judge"].dropna()) == {7.0}
     assert res.judge.n_scored == res.pairs["judge"].notna().sum() and res.judge.mean == 7.0
     assert res.to_json()["judge"]["bins"]["counts"] == res.judge.bins.counts
+
+
+def test_axes_correlations_pair_every_two_views_on_complete_rows():
+    import pandas as pd
+
+    from saecore.semantic import axes_correlations
+
+    x = np.arange(10, dtype=float)
+    df = pd.DataFrame({"score": x, "pearson": x ** 2, "similarity": -x})
+    df.loc[3, "pearson"] = np.nan  # a pair with an undefined correlation is left out
+    out = axes_correlations(df, n_boot=50)
+    assert out["pairs"] == "9"
+    assert out["decoder ~ activations"].startswith("1.000")
+    assert out["decoder ~ explanations"].startswith("-1.000")
+    assert out["activations ~ explanations"].startswith("-1.000")
+    assert axes_correlations(df.iloc[:2], n_boot=10)["decoder ~ activations"] == "–"

@@ -119,3 +119,25 @@ def make_workspace(root: Path, d_in: int = 32, d_sae: int = 128, seeds: int = 3)
             freq = 10 ** rng.uniform(-5, -1, size=d_sae)
             write_saelens(root / family / f"seed{s}", dec, architecture=arch, k=k, seed=s, frequencies=freq)
     return root
+
+
+def write_store(folder: Path, n: int = 1200, d: int = 8, model: str = "tiny-model", hook: str = "blocks.4.hook_resid_post",
+                shards: int = 3, seed: int = 0):
+    """A finished activations folder on disk (float16 shards, as extraction leaves it), opened as users open it."""
+    from saecore.activations import MANIFEST, VOCAB_FILE, open_activations, shard_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    g = np.random.default_rng(seed)
+    acts = (g.standard_normal((n, d)) + 0.3).astype(np.float16)
+    columns = {"acts": acts, "tokens": g.integers(0, 50, n).astype(np.int32),
+               "docs": (np.arange(n) // 37).astype(np.int32), "offsets": (np.arange(n) % 37).astype(np.int32)}
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    for s in range(shards):
+        for what, arr in columns.items():
+            np.save(shard_path(folder, s, what), arr[bounds[s]:bounds[s + 1]])
+    (folder / VOCAB_FILE).write_text(json.dumps([f"w{i}" for i in range(50)]))
+    sizes = {str(s): {"n_tokens": int(bounds[s + 1] - bounds[s])} for s in range(shards)}
+    (folder / MANIFEST).write_text(json.dumps({"complete": True, "n_shards": shards, "d_model": d, "total_tokens": n,
+                                               "shards": sizes, "model_name": model, "hook_name": hook}))
+    return open_activations(folder)

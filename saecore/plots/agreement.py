@@ -23,8 +23,7 @@ AGREEMENT_MEASURES = {
     "jaccard_mean": "firing overlap (mean)",
 }
 # The three per-pair axes of the semantics view: column -> axis title.
-AXES = {"score": "decoder cosine", "pearson": "activation correlation (Pearson r)",
-        "similarity": "explanation similarity"}
+AXES = {"score": "decoder cosine", "pearson": "activation r", "similarity": "explanation similarity"}
 
 
 def _color(i: int) -> str:
@@ -51,7 +50,7 @@ def agreement_scatter(pairs: Mapping[str, pd.DataFrame], caption: str = "") -> g
             hovertemplate=("A %{customdata[0]} ↔ B %{customdata[1]}<br>decoder cosine %{x:.3f}<br>"
                            "activation r %{y:.3f}<extra></extra>")), row=1, col=i)
     fig = finish(fig, "Decoder cosine vs activation correlation of matched pairs",
-                 "decoder cosine of the matched pair", "activation correlation (Pearson r)", caption, height=460)
+                 "decoder cosine", "activation r (Pearson)", caption, height=460)
     for col in range(2, len(labels) + 1):
         fig.update_yaxes(title_text="", row=1, col=col)
     return fig
@@ -69,7 +68,7 @@ def encoder_decoder_figure(table: pd.DataFrame, caption: str = "") -> go.Figure:
             hovertemplate="%{x}: %{y:.3f}<extra>" + str(row.pair) + "</extra>"))
     fig.update_layout(barmode="group")
     fig = finish(fig, "Decoder, encoder and activation agreement per seed pair", "",
-                 "value (MCC, fraction of features, or correlation)", caption, height=440)
+                 "MCC, fraction or r", caption, height=440)
     fig.update_yaxes(range=[0, 1.12])
     return fig
 

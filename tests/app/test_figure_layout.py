@@ -17,6 +17,7 @@ TOLERANCE = 1.0
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
 
 RUNS = [f"topk_k32/seed{s}/checkpoints/149504" for s in range(3)]
+SETTING = "ReLU + L1 λ=0.1 · 16,384 latents"
 FAMILY = "saelens/topk/k=32/576x1536/smollm2-135m-instruct/blocks.10.hook_resid_post/final"
 
 
@@ -83,6 +84,8 @@ def _synthetic_inputs() -> tuple[dict, pd.DataFrame]:
 
 def all_figures() -> dict[str, go.Figure]:
     """One figure of every type, from realistic inputs with long run names, pair labels and family keys."""
+    from saecore.plots.agreement import (agreement_scatter, best_score_histogram, encoder_decoder_figure,
+                                         fan_in_figure, orphan_figure, three_axes_figure)
     from saecore.plots.consistency import (contribution_figure, family_summary_figure, frequency_bins_figure,
                                            pwmcc_matrix_figure, score_histogram, shared_fraction_figure, steps_figure)
     from saecore.plots.semantic import binned_figure, semantic_scatter
@@ -114,6 +117,32 @@ def all_figures() -> dict[str, go.Figure]:
         "semantic_scatter": semantic_scatter(sem_pairs, baselines),
         "binned": binned_figure(tables, baselines),
         "synthetic": experiment_figure(summary, synth_curves),
+        **_beyond_figures(pairs, rng, agreement_scatter, encoder_decoder_figure, three_axes_figure, orphan_figure,
+                          best_score_histogram, fan_in_figure),
+    }
+
+
+def _beyond_figures(pairs, rng, agreement_scatter, encoder_decoder_figure, three_axes_figure, orphan_figure,
+                    best_score_histogram, fan_in_figure) -> dict[str, go.Figure]:
+    """Activation agreement, encoder vs decoder, the three views, orphans and many-to-one, with long labels."""
+    from saecore.plots.agreement import AGREEMENT_MEASURES
+
+    def frame(n: int) -> pd.DataFrame:
+        x = np.clip(rng.normal(0.5, 0.3, n), -1, 1)
+        return pd.DataFrame({"feature_a": np.arange(n), "feature_b": rng.permutation(n), "decoder_score": x,
+                             "score": x, "pearson": np.clip(x + rng.normal(0, 0.2, n), -1, 1),
+                             "similarity": rng.uniform(0, 1, n)})
+
+    table = pd.DataFrame([{"pair": p, **{c: rng.uniform(0, 1) for c in AGREEMENT_MEASURES}} for p in pairs])
+    runs = {name: {"orphan": 10 ** rng.uniform(-5, -2, 40), "shared": 10 ** rng.uniform(-4, -1, 400)} for name in RUNS}
+    best = {name: rng.uniform(0, 1, 1536) for name in RUNS}
+    return {
+        "agreement_scatter": agreement_scatter({p: frame(300) for p in pairs}),
+        "encoder_decoder": encoder_decoder_figure(table),
+        "three_axes": three_axes_figure({f"{SETTING}: seeds 0 ↔ 1": frame(200), f"{SETTING} (L1): seeds 0 ↔ 1": frame(200)}),
+        "orphans": orphan_figure(runs, "firing fraction", log=True),
+        "best_scores": best_score_histogram(best, 0.7),
+        "fan_in": fan_in_figure(rng.poisson(1.0, 3072)),
     }
 
 
