@@ -20,6 +20,10 @@ from saecore.plots.consistency import (contribution_figure, frequency_bins_figur
                                        score_histogram, shared_fraction_figure, sign_label, steps_figure)
 
 MAX_PAIR_TRACES = 6
+# Short column names of the agreement table (the full names are the column tooltips).
+AGREEMENT_COLUMNS = {"decoder_pw_mcc": "decoder", "encoder_pw_mcc": "encoder", "shared_decoder": "shared dec",
+                     "shared_encoder": "shared enc", "shared_both": "shared both", "same_partner": "same partner",
+                     "pearson_mean": "act. r", "jaccard_mean": "Jaccard"}
 
 view, ws, root, runs, label = chosen_runs("📈 Consistency across seeds", "Choose at least two runs to compare.")
 root_s = str(root)
@@ -99,8 +103,9 @@ else:
                f"({Path(store.path).name}); matched pairs from the decoder matching above.")
 share.key_numbers(f"Encoders and activations of {label}", {
     AGREEMENT_MEASURES[c]: f"{v:.3f}" for c, v in means.items()})
-agree_fmt = {c: st.column_config.NumberColumn(AGREEMENT_MEASURES[c], format="%.3f", width=95) for c in AGREEMENT_MEASURES}
-table(agree_df, column_config={"pair": st.column_config.TextColumn("seed pair", width=230), **agree_fmt})
+agree_fmt = {c: st.column_config.NumberColumn(AGREEMENT_COLUMNS[c], help=AGREEMENT_MEASURES[c], format="%.3f", width=72)
+             for c in AGREEMENT_MEASURES}
+table(agree_df, column_config={"pair": st.column_config.TextColumn("seed pair", width=210), **agree_fmt})
 cap = (f"Per seed pair of {label} ({settings}): MCC of the decoder and of the encoder matching; fractions of run A's "
        f"features whose partner is above {SHARED_THRESHOLD} by decoder, by encoder, and by both; how often both "
        "matchings pick the same partner; mean activation correlation and firing overlap of decoder-matched pairs.")

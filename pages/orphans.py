@@ -46,9 +46,11 @@ st.caption(f"{label}: {', '.join(report.runs)}. Best match = the nearest latent 
 share.key_numbers(f"Orphans of {label} at {view.threshold:g}", {
     "orphans": f"{int(pooled['orphan']):,}", "orphan fraction": f"{pooled['orphan_fraction']:.1%}",
     "shared in every seed": f"{pooled['shared_fraction']:.1%}"})
+COUNT = st.column_config.NumberColumn(format="localized", width=80)
 table(counts, column_config={"run": st.column_config.TextColumn(width=200),
-                             "orphan_fraction": st.column_config.NumberColumn("orphan fraction", format="%.3f"),
-                             "shared_fraction": st.column_config.NumberColumn("shared fraction", format="%.3f")})
+                             **{c: COUNT for c in ("latents", "dead", "orphan", "shared", "partial")},
+                             "orphan_fraction": st.column_config.NumberColumn("orphan fraction", format="percent"),
+                             "shared_fraction": st.column_config.NumberColumn("shared fraction", format="percent")})
 share.table_section("Orphans per run", counts, f"Threshold {view.threshold:g}; {settings}.")
 
 best = {r.run: r.table["best_min"].to_numpy() for r in report.per_run}
@@ -64,8 +66,15 @@ if not columns:
     st.info("No per-feature data to compare: these runs have no feature statistics, explanation scores or sparsity file.")
 else:
     groups = comparison_frame(report, columns)
-    table(groups, column_config={"measure": st.column_config.TextColumn(width=150),
-                                 "run": st.column_config.TextColumn(width=200)})
+    num = lambda name: st.column_config.NumberColumn(name, format="%.3g", width=85)  # noqa: E731
+    table(groups, column_order=["measure", "run", "n_orphan", "n_shared", "mean_orphan", "mean_shared", "difference",
+                                "p_value"],
+          column_config={"measure": st.column_config.TextColumn(width=150), "run": st.column_config.TextColumn(width=140),
+                         "n_orphan": st.column_config.NumberColumn("orphans", format="localized", width=70),
+                         "n_shared": st.column_config.NumberColumn("shared", format="localized", width=70),
+                         "mean_orphan": num("mean, orphans"), "mean_shared": num("mean, shared"),
+                         "difference": st.column_config.TextColumn("difference [95% CI]", width=200),
+                         "p_value": st.column_config.NumberColumn("p", format="%.2g", width=70)})
     share.table_section("Orphan vs shared", groups, "Difference of means (orphan − shared) with a 95% bootstrap "
                         "interval; two-sided Mann-Whitney U p-value.")
     st.caption("Difference = mean over orphans − mean over shared latents, 95% bootstrap interval in brackets; "

@@ -122,15 +122,15 @@ table(shown, column_order=visible, height=280, key=table_key, selection_mode="si
       on_select=lambda: _open(selected_feature(st.session_state[table_key], order)),
       column_config={"feature_a": st.column_config.NumberColumn("feature A", width=70),
                      "feature_b": st.column_config.NumberColumn("feature B", width=70),
-                     "runner_up_b": st.column_config.NumberColumn("runner-up", help="runner-up in B", width=80),
-                     "explanation_a": st.column_config.TextColumn("explanation A", width=160),
-                     "explanation_b": st.column_config.TextColumn("explanation B", width=160),
+                     "runner_up_b": st.column_config.NumberColumn("runner-up", help="runner-up in B", width=70),
+                     "explanation_a": st.column_config.TextColumn("explanation A", width=140),
+                     "explanation_b": st.column_config.TextColumn("explanation B", width=140),
                      "score": st.column_config.ProgressColumn("match score", min_value=-1.0 if lo < 0 else 0.0,
                                                               max_value=1.0, format="%.3f", width=100),
-                     "runner_up_b_score": st.column_config.NumberColumn("runner-up cos", format="%.3f", width=90),
-                     "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e", width=80),
-                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e", width=80),
-                     "activation_r": st.column_config.NumberColumn("activation r", format="%.3f", width=80,
+                     "runner_up_b_score": st.column_config.NumberColumn("runner-up cos", format="%.3f", width=80),
+                     "freq_a": st.column_config.NumberColumn("frequency A", format="%.2e", width=75),
+                     "freq_b": st.column_config.NumberColumn("frequency B", format="%.2e", width=75),
+                     "activation_r": st.column_config.NumberColumn("activation r", format="%.3f", width=70,
                                                                    help="Pearson r over the held-out tokens")})
 
 prev_f, next_f = neighbours(order, current)
@@ -204,10 +204,13 @@ elif view.view == "partners":
         "mean top-1 cosine": f"{facts['mean_cos'][0]:.3f}", "top-1 is the 1-to-1 match": f"{facts['top1_is_matched']:.1%}",
         "max fan-in": str(facts["max_fan_in"])})
     frame = found.frame()
-    cos_cols = {c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f", width=70)
-                for c in frame.columns if c.startswith("cos_") or c == "matched_score"}
-    table(frame, height=320, column_config={"latent": st.column_config.NumberColumn(f"latent of {found.small}"),
-                                            **cos_cols})
+    names = {**{f"partner_{i}": f"partner {i}" for i in range(1, PARTNERS_K + 1)},
+             **{f"cos_{i}": f"cos {i}" for i in range(1, PARTNERS_K + 1)},
+             "matched_partner": "1-to-1 partner", "matched_score": "1-to-1 cos"}
+    columns = {c: st.column_config.NumberColumn(name, format="%.3f" if "cos" in name else None, width=85)
+               for c, name in names.items()}
+    table(frame, height=320, column_config={"latent": st.column_config.NumberColumn(f"latent of {found.small}",
+                                                                                   width=170), **columns})
     share.table_section(f"Top {PARTNERS_K} partners in {found.large} of every latent of {found.small}", frame,
                         f"Decoder {sign_label(view.sign)}, exact (float64); matched = the optimal one-to-one partner.")
     cap = (f"For every latent of {found.large}: how many latents of {found.small} have it as their nearest latent "

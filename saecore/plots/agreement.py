@@ -40,8 +40,8 @@ def agreement_scatter(pairs: Mapping[str, pd.DataFrame], caption: str = "") -> g
     Frames need feature_a, feature_b, decoder_score and pearson; customdata holds the two features for clicks.
     """
     labels = list(pairs)
-    fig = make_subplots(rows=1, cols=max(1, len(labels)), shared_yaxes=True, subplot_titles=labels,
-                        horizontal_spacing=0.04)
+    fig = make_subplots(rows=1, cols=max(1, len(labels)), shared_yaxes=True, shared_xaxes=True,
+                        subplot_titles=labels, horizontal_spacing=0.04)
     for i, label in enumerate(labels, start=1):
         df = pairs[label]
         fig.add_trace(go.Scattergl(
@@ -57,18 +57,23 @@ def agreement_scatter(pairs: Mapping[str, pd.DataFrame], caption: str = "") -> g
 
 
 def encoder_decoder_figure(table: pd.DataFrame, caption: str = "") -> go.Figure:
-    """Grouped bars: each agreement measure (x) for each seed pair (one bar colour per pair); all lie in [0, 1]."""
+    """One bar per agreement measure: the mean over the seed pairs, whiskers from the lowest to the highest pair.
+
+    All measures lie in [0, 1]; one bar each keeps the values readable on a slide whatever the number of pairs.
+    """
     measures = [c for c in AGREEMENT_MEASURES if c in table.columns and table[c].notna().any()]
-    fig = go.Figure()
-    for i, row in enumerate(table.itertuples(index=False)):
-        values = [getattr(row, c) for c in measures]
-        fig.add_trace(go.Bar(
-            x=[AGREEMENT_MEASURES[c] for c in measures], y=values, name=str(row.pair), marker_color=_color(i),
-            text=[f"{v:.2f}" if v == v else "" for v in values], textposition="outside",
-            hovertemplate="%{x}: %{y:.3f}<extra>" + str(row.pair) + "</extra>"))
-    fig.update_layout(barmode="group")
-    fig = finish(fig, "Decoder, encoder and activation agreement per seed pair", "",
-                 "MCC, fraction or r", caption, height=440)
+    values = table[measures].astype(float)
+    mean, low, high = values.mean(), values.min(), values.max()
+    n = len(table)
+    fig = go.Figure(go.Bar(
+        x=[AGREEMENT_MEASURES[c] for c in measures], y=mean.to_numpy(), marker_color=_color(0),
+        name=f"mean over {n} seed pair{'s' if n != 1 else ''}" + (" (whiskers: lowest to highest)" if n > 1 else ""),
+        error_y={"type": "data", "symmetric": False, "array": (high - mean).to_numpy(),
+                 "arrayminus": (mean - low).to_numpy(), "visible": n > 1, "color": "#444"},
+        text=[f"{v:.2f}" for v in mean], textposition="outside", cliponaxis=False,
+        hovertemplate="%{x}: mean %{y:.3f}<extra></extra>"))
+    fig = finish(fig, "Decoder, encoder and activation agreement of the seed pairs", "", "MCC, fraction or r",
+                 caption, height=440)
     fig.update_yaxes(range=[0, 1.12])
     return fig
 
@@ -118,16 +123,21 @@ def orphan_figure(values: Mapping[str, Mapping[str, np.ndarray]], measure: str, 
 
 
 def best_score_histogram(best: Mapping[str, np.ndarray], threshold: float, caption: str = "") -> go.Figure:
-    """Distribution of each latent's best cosine in its least similar other seed; orphans lie left of the threshold."""
+    """Distribution of each latent's best cosine in its least similar other seed, one outline per run (outlines
+    stay readable where filled bars would hide each other); orphans lie left of the threshold."""
     fig = go.Figure()
+    low = -1.0 if any(np.nanmin(v) < 0 for v in best.values() if np.isfinite(v).any()) else 0.0
+    edges = np.linspace(low, 1.0, round((1.0 - low) / 0.02) + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
     for i, (run, v) in enumerate(best.items()):
-        fig.add_trace(go.Histogram(x=np.asarray(v, float), name=run, marker_color=_color(i), opacity=0.6,
-                                   xbins={"start": -1.0 if np.nanmin(v) < 0 else 0.0, "end": 1.0, "size": 0.02},
-                                   hovertemplate="best cosine %{x}<br>%{y} latents<extra>" + run + "</extra>"))
-    fig.update_layout(barmode="overlay")
+        v = np.asarray(v, float)
+        counts, _ = np.histogram(v[np.isfinite(v)], bins=edges)
+        fig.add_trace(go.Scatter(x=centers, y=counts, name=run, mode="lines", line={"shape": "hvh", "width": 2,
+                                 "color": _color(i)}, hovertemplate="best cosine %{x:.2f}: %{y} latents<extra>"
+                                 + run + "</extra>"))
     mark_threshold(fig, threshold, f"orphan threshold {threshold:g}")
     return finish(fig, "Each latent's best match in its least similar other seed", "best decoder cosine (min over "
-                  "the other seeds of the nearest neighbour's cosine)", "latents", caption, height=420)
+                  "the other seeds of the nearest neighbour's cosine)", "latents per 0.02 bin", caption, height=420)
 
 
 def fan_in_figure(fan_in: np.ndarray, caption: str = "") -> go.Figure:

@@ -11,7 +11,9 @@ import streamlit as st
 from saecore.explanations import store_explanations
 from app_helpers import feature_data
 from saecore.features import write_feature_data
-from workspaces import make_workspace
+from saecore.loaders import load_run
+from saecore.scoring import SCORE_COLUMNS, store_scores
+from workspaces import make_workspace, related_decoders, write_saelens, write_store
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
@@ -56,3 +58,33 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+BEYOND_D_IN, BEYOND_D_SAE = 16, 64
+WORDS = ["cats", "dogs", "numbers", "code", "French", "names", "dates", "music", "food", "sports", "weather"]
+
+
+def _scores(n: int, seed: int) -> pd.DataFrame:
+    """Detection scores of features 0..n-1: alternately high (0.9) and low (0.4), so a 0.7 filter keeps the even ones."""
+    rows = [{"feature": f, "method": "detection", "score": 0.9 if f % 2 == 0 else 0.4, "n_examples": 10, "n_failed": 0,
+             "explainer": "test-explainer", "explanation_hash": "", "source": "llm:test", "negatives": "store",
+             "scored_at": "2026-12-06T00:00:00+00:00"} for f in range(n)]
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+
+
+@pytest.fixture(scope="session")
+def beyond_ws(tmp_path_factory) -> Path:
+    """Two families × 3 seeds with held-out activations, explanations and scores, and one run of twice the width."""
+    base = tmp_path_factory.mktemp("beyond")
+    root = make_workspace(base / "ws", d_in=BEYOND_D_IN, d_sae=BEYOND_D_SAE)
+    write_store(root / "heldout", n=900, d=BEYOND_D_IN, model="tiny-model", hook="blocks.4.hook_resid_post")
+    for seed in range(2):
+        run = root / "topk_k8" / f"seed{seed}"
+        store_explanations(run, pd.DataFrame({
+            "feature": range(48), "explanation": [f"{WORDS[(i * (seed + 1)) % 11]} and {WORDS[i % 7]}" for i in range(48)],
+            "explainer": "test-explainer", "source": "test"}))
+        store_scores(run, _scores(48, seed))
+    wide = related_decoders(1, 2 * BEYOND_D_SAE, BEYOND_D_IN, seed=9)[0]
+    wide[:BEYOND_D_SAE] = load_run(root / "topk_k8" / "seed0").decoder + 0.05 * wide[:BEYOND_D_SAE]
+    write_saelens(root / "wide_k8" / "seed0", wide, seed=0)
+    return root
