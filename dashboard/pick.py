@@ -8,6 +8,8 @@ import streamlit as st
 
 from dashboard import data, page
 from dashboard.state import bound, open_workspace, publish
+from saecore.consistency import Comparison
+from saecore.errors import SaecoreError
 from saecore.overview import comparable_families, family_labels
 from saecore.runs import Run, RunMeta
 from saecore.viewstate import DEADS, SIGNS, ViewState
@@ -71,3 +73,13 @@ def chosen_runs(title: str, too_few: str) -> tuple[ViewState, Workspace, Path, l
     if len(runs) < 2:
         st.stop()
     return view, ws, root, runs, label
+
+
+def comparison_or_stop(view: ViewState, runs: list[Run]) -> Comparison:
+    """The runs' comparison, or the page stops after saying why they cannot be matched."""
+    try:
+        return data.comparison(runs, view.sign, view.dead)
+    except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
+        publish(view)
+        st.error(f"These runs cannot be matched: {exc}")
+        st.stop()

@@ -7,22 +7,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import behaviour, data, share
-from dashboard.pick import chosen_runs
+from dashboard.pick import chosen_runs, comparison_or_stop
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import selected_feature, table
-from saecore.errors import SaecoreError
 from saecore.orphans import comparison_frame, compared_columns, group_values, run_counts_frame
 from saecore.plots.agreement import best_score_histogram, orphan_figure
 from saecore.plots.consistency import sign_label
 from saecore.viewstate import to_params
 
 view, ws, root, runs, label = chosen_runs("🧩 Orphan latents", "Choose at least two runs of a family.")
-try:
-    comp = data.comparison(runs, view.sign, view.dead)
-except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
-    publish(view)
-    st.error(f"These runs cannot be matched: {exc}")
-    st.stop()
+comp = comparison_or_stop(view, runs)
 
 with st.container(key="controls_threshold"):
     threshold = bound(st.slider, "orphans_threshold", view.threshold, label="Orphan threshold: a latent is an orphan "

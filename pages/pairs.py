@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import behaviour, data, share
 from dashboard.panels import feature_panel
-from dashboard.pick import chosen_runs
+from dashboard.pick import chosen_runs, comparison_or_stop
 from dashboard.state import bind, bound, publish, published, workspace_label
 from dashboard.tables import selected_feature, table
 from saecore.plots.agreement import fan_in_figure
@@ -55,12 +55,7 @@ with st.container(key="controls_runs"):
 view = view.replace(run_a=a_name, run_b=b_name, view=mode)
 ia, ib = names.index(a_name), names.index(b_name)
 
-try:
-    comp = data.comparison(runs, view.sign, view.dead)
-except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
-    publish(view)
-    st.error(f"These runs cannot be matched: {exc}")
-    st.stop()
+comp = comparison_or_stop(view, runs)
 match = match_for(comp.matches, ia, ib)
 run_a, run_b = runs[ia], runs[ib]
 

@@ -682,6 +682,22 @@ def sample_features(available: Sequence[int], n: int, seed: int = 0) -> list[int
     return np.sort(rng.choice(available, size=n, replace=False)).tolist()
 
 
+def even_quota(sizes: Sequence[int], n: int) -> list[int]:
+    """n items spread as evenly as possible over groups of the given sizes (a small group gives all it has)."""
+    quota = [0] * len(sizes)
+    left = min(int(n), int(sum(sizes)))
+    while left > 0:
+        open_groups = [i for i, s in enumerate(sizes) if quota[i] < s]
+        share = max(left // len(open_groups), 1)
+        for i in open_groups:
+            take = min(share, sizes[i] - quota[i], left)
+            quota[i] += take
+            left -= take
+            if left == 0:
+                break
+    return quota
+
+
 def stratified_pairs(match, n: int, n_bins: int = 5, seed: int = 0, allowed_a: Sequence[int] | None = None,
                      allowed_b: Sequence[int] | None = None) -> pd.DataFrame:
     """Up to n matched pairs spread evenly over log-spaced bins of match score (as in the semantic table).
@@ -704,17 +720,7 @@ def stratified_pairs(match, n: int, n_bins: int = 5, seed: int = 0, allowed_a: S
     edges = log_score_edges(df["score"].to_numpy(), n_bins)
     df = df.assign(bin=assign_bins(df["score"].to_numpy(), edges))
     sizes = df.groupby("bin").size().reindex(range(n_bins), fill_value=0).to_numpy()
-    quota = np.zeros(n_bins, np.int64)
-    left = min(n, int(sizes.sum()))
-    while left > 0:  # water-filling: equal shares, capped by what each bin holds
-        open_bins = np.nonzero(quota < sizes)[0]
-        share = max(left // len(open_bins), 1)
-        for b in open_bins:
-            take = min(share, sizes[b] - quota[b], left)
-            quota[b] += take
-            left -= take
-            if left == 0:
-                break
+    quota = even_quota([int(x) for x in sizes], n)
     parts = []
     for b in range(n_bins):
         rows = df[df["bin"] == b]

@@ -16,6 +16,7 @@ import pandas as pd
 from saecore.cache import atomic_write_parquet, read_parquet
 from saecore.errors import InputError, LoadError
 from saecore.features import feature_file
+from saecore.loaders.tensors import load_json
 from saecore.runs import Run, RunMeta
 from saecore.text import plural
 
@@ -170,16 +171,9 @@ def _read_neuronpedia(path: Path) -> Iterator[Record]:
             raise LoadError(f, f"cannot read ({exc})") from None
 
 
-def _load_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LoadError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
 def _read_neuronpedia_json(path: Path) -> Iterator[Record]:
     """Neuronpedia legacy export: one JSON array of explanation objects."""
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list):
         raise LoadError(path, "expected a JSON array of explanation objects")
     for i, obj in enumerate(data):
@@ -214,7 +208,7 @@ def _read_delphi(path: Path) -> Iterator[Record]:
 
 def _read_saebench(path: Path) -> Iterator[Record]:
     """SAEBench autointerp result: eval_result_unstructured maps latent index to {explanation, score, ...}."""
-    data = _load_json(path)
+    data = load_json(path)
     results = data.get("eval_result_unstructured") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         raise LoadError(path, "no 'eval_result_unstructured' object (not an SAEBench autointerp result)")
@@ -240,7 +234,7 @@ def _read_csv(path: Path) -> Iterator[Record]:
 
 def _read_json_map(path: Path) -> Iterator[Record]:
     """Plain JSON object mapping feature index to explanation text."""
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict):
         raise LoadError(path, "expected a JSON object mapping feature index to explanation text")
     for key, value in data.items():

@@ -28,8 +28,10 @@ import torch
 
 from saecore.cache import atomic_write_parquet, content_key, read_parquet
 from saecore.errors import InputError, LoadError
-from saecore.explain import (AnswerCache, ExplainerConfig, ExplainerError, Job, read_feature_contexts, run_jobs)
+from saecore.explain import (AnswerCache, ExplainerConfig, ExplainerError, Job, even_quota, read_feature_contexts,
+                             run_jobs)
 from saecore.features import Context, feature_file
+from saecore.loaders.tensors import load_json
 from saecore.prompts import (SCORE_VERSION, detection_messages, fuzzing_messages, mark_tokens, parse_binary_list,
                              plain_text, select_contexts)
 from saecore.text import plural
@@ -154,22 +156,6 @@ def context_bin(context: Context) -> str:
     if context.kind == "top":
         return TOP_BIN
     return str(context.extra.get("quantile_bin") or context.kind)
-
-
-def even_quota(sizes: Sequence[int], n: int) -> list[int]:
-    """n items spread as evenly as possible over groups of the given sizes (a small group gives all it has)."""
-    quota = [0] * len(sizes)
-    left = min(int(n), int(sum(sizes)))
-    while left > 0:
-        open_groups = [i for i, s in enumerate(sizes) if quota[i] < s]
-        share = max(left // len(open_groups), 1)
-        for i in open_groups:
-            take = min(share, sizes[i] - quota[i], left)
-            quota[i] += take
-            left -= take
-            if left == 0:
-                break
-    return quota
 
 
 def activating_examples(contexts: Sequence[Context], n: int, rng: np.random.Generator,
@@ -778,10 +764,7 @@ def delphi_record(record: object, where: str) -> tuple[bool, bool | None]:
 
 def read_delphi_file(path: Path) -> tuple[float, int, int]:
     """(balanced accuracy, examples, examples without an answer) of one delphi score file."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LoadError(path, f"not valid JSON ({exc})") from None
+    data = load_json(path)
     if not isinstance(data, list):
         raise LoadError(path, f"expected a JSON list of example records, got {type(data).__name__}")
     pairs = [delphi_record(r, f"{path}[{i}]") for i, r in enumerate(data)]

@@ -27,6 +27,19 @@ def _print_agreement(result) -> None:
     print(f"  decoder cosine vs Pearson across pairs: r = {_num(s['decoder_vs_pearson'], 3)}")
 
 
+def _emit(result, args, show) -> int:
+    """Write the per-pair CSV when asked, then print JSON or the readable summary."""
+    if args.out:
+        result.frame().to_csv(args.out, index=False)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        show(result)
+        if args.out:
+            print(f"pairs written to {args.out}")
+    return 0
+
+
 def cmd_agreement(args) -> int:
     from saecore.agreement import activation_agreement
     from saecore.cli import _tqdm_progress
@@ -35,15 +48,7 @@ def cmd_agreement(args) -> int:
                                   batch_size=args.batch_size, device=args.device,
                                   sign="abs" if args.abs else "signed",
                                   progress=None if args.json else _tqdm_progress("agreement"))
-    if args.out:
-        result.frame().to_csv(args.out, index=False)
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        _print_agreement(result)
-        if args.out:
-            print(f"pairs written to {args.out}")
-    return 0
+    return _emit(result, args, _print_agreement)
 
 
 def _print_encoder(result) -> None:
@@ -62,13 +67,7 @@ def cmd_encoder(args) -> int:
 
     result = compare_encoders(args.run_a, args.run_b, threshold=args.threshold,
                               sign="abs" if args.abs else "signed", device=args.device)
-    if args.out:
-        result.frame().to_csv(args.out, index=False)
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        _print_encoder(result)
-    return 0
+    return _emit(result, args, _print_encoder)
 
 
 def register(subparsers) -> None:

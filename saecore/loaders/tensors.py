@@ -14,14 +14,19 @@ from saecore.errors import LoadError
 from saecore.text import plural
 
 
-def read_json(path: Path) -> dict:
-    """Parse a JSON config, naming the file on any failure."""
+def load_json(path: Path) -> object:
+    """Parse any JSON file, naming the file when it is missing or not valid JSON."""
     if not path.is_file():
         raise LoadError(path, "file is missing")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LoadError(path, f"not valid JSON ({exc})") from exc
+        raise LoadError(path, f"not valid JSON ({exc})") from None
+
+
+def read_json(path: Path) -> dict:
+    """Parse a JSON config (an object), naming the file on any failure."""
+    data = load_json(path)
     if not isinstance(data, dict):
         raise LoadError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
