@@ -142,6 +142,7 @@ def orphans(comp: Comparison, threshold: float, sign: str, dead: str):
         methods = [m for m in METHODS if scores is not None and m in scores.columns and scores[m].notna().any()]
         sides.append(side_table(r, scores[["feature", *methods]] if methods else None))
     report = find_orphans(comp, threshold, sides)
+    report.info["dashboard_key"] = key  # identifies the inputs, for results derived from this report
     cache[key] = report
     while len(cache) > MAX_AGREEMENTS:
         cache.popitem(last=False)
@@ -159,3 +160,15 @@ def _partners(_a: Run, _b: Run, key: tuple, k: int, sign: str):
 def partners(run_a: Run, run_b: Run, k: int, sign: str):
     """Top-k partners in the larger run of every latent of the smaller one (with the 1-to-1 match beside them)."""
     return _partners(run_a, run_b, (run_a.fingerprint, run_b.fingerprint, run_a.name, run_b.name), k, sign)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _orphan_groups(_report, key: tuple, columns: tuple) -> pd.DataFrame:
+    from saecore.orphans import comparison_frame
+
+    return comparison_frame(_report, dict(columns))
+
+
+def orphan_groups(report, columns: dict) -> pd.DataFrame:
+    """Orphan vs shared on each column (bootstrap CIs), computed once per set of inputs."""
+    return _orphan_groups(report, report.info["dashboard_key"], tuple(columns.items()))

@@ -10,7 +10,7 @@ from dashboard import behaviour, data, share
 from dashboard.pick import chosen_runs, comparison_or_stop
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import selected_feature, table
-from saecore.orphans import comparison_frame, compared_columns, group_values, run_counts_frame
+from saecore.orphans import compared_columns, group_values, run_counts_frame
 from saecore.plots.agreement import best_score_histogram, orphan_figure
 from saecore.plots.consistency import sign_label
 from saecore.viewstate import to_params
@@ -24,7 +24,8 @@ with st.container(key="controls_threshold"):
                       max_value=0.95, step=0.05)
 view = view.replace(threshold=float(threshold))
 publish(view)
-report = behaviour.orphans(comp, view.threshold, view.sign, view.dead)
+with st.spinner("Finding orphan latents…"):
+    report = behaviour.orphans(comp, view.threshold, view.sign, view.dead)
 settings = f"{sign_label(view.sign)}, dead rows {view.dead}d"
 
 counts = run_counts_frame(report)
@@ -35,16 +36,18 @@ c1.metric("orphan latents (all runs)", f"{int(pooled['orphan']):,}", help="best 
 c2.metric("orphan fraction", f"{pooled['orphan_fraction']:.1%}", help="orphans among live latents")
 c3.metric("shared in every seed", f"{pooled['shared_fraction']:.1%}",
           help="best cosine at or above the threshold in every other seed")
-st.caption(f"{label}: {', '.join(report.runs)}. Best match = the nearest latent in the other seed (the matched partner "
+st.caption(f"{label}: {', '.join(report.runs)}. Orphan threshold {view.threshold:g}. Best match = the nearest latent in the other seed (the matched partner "
            f"or the runner-up, whichever is closer), {settings}. 'partial' latents are matched in some seeds only.")
 share.key_numbers(f"Orphans of {label} at {view.threshold:g}", {
     "orphans": f"{int(pooled['orphan']):,}", "orphan fraction": f"{pooled['orphan_fraction']:.1%}",
     "shared in every seed": f"{pooled['shared_fraction']:.1%}"})
 COUNT = st.column_config.NumberColumn(format="localized", width=80)
-table(counts, column_config={"run": st.column_config.TextColumn(width=200),
-                             **{c: COUNT for c in ("latents", "dead", "orphan", "shared", "partial")},
-                             "orphan_fraction": st.column_config.NumberColumn("orphan fraction", format="percent"),
-                             "shared_fraction": st.column_config.NumberColumn("shared fraction", format="percent")})
+PERCENT = "%.1f %%"
+table(counts.assign(orphan_fraction=100 * counts["orphan_fraction"], shared_fraction=100 * counts["shared_fraction"]),
+      column_config={"run": st.column_config.TextColumn(width=200),
+                     **{c: COUNT for c in ("latents", "dead", "orphan", "shared", "partial")},
+                     "orphan_fraction": st.column_config.NumberColumn("orphan fraction", format=PERCENT),
+                     "shared_fraction": st.column_config.NumberColumn("shared in every seed", format=PERCENT)})
 share.table_section("Orphans per run", counts, f"Threshold {view.threshold:g}; {settings}.")
 
 best = {r.run: r.table["best_min"].to_numpy() for r in report.per_run}
@@ -59,7 +62,8 @@ columns = compared_columns(report)
 if not columns:
     st.info("No per-feature data to compare: these runs have no feature statistics, explanation scores or sparsity file.")
 else:
-    groups = comparison_frame(report, columns)
+    with st.spinner("Comparing orphan and shared latents (bootstrap)…"):
+        groups = behaviour.orphan_groups(report, columns)
     num = lambda name: st.column_config.NumberColumn(name, format="%.3g", width=85)  # noqa: E731
     table(groups, column_order=["measure", "run", "n_orphan", "n_shared", "mean_orphan", "mean_shared", "difference",
                                 "p_value"],

@@ -40,6 +40,39 @@ def _refiltered() -> None:
     st.session_state[REFILTER] = True
 
 
+def draw_partners(run_a, run_b, view, root) -> None:
+    """Every latent of the smaller run with its nearest latents in the larger one (the page's many-to-one view)."""
+    found = behaviour.partners(run_a, run_b, PARTNERS_K, view.sign)
+    facts = found.to_json()
+    widths = (f"{found.small} has {found.d_small:,} latents, {found.large} {found.d_large:,}"
+              + (" (different widths)" if found.d_small != found.d_large else ""))
+    st.markdown(f"Every latent of the smaller run with its {PARTNERS_K} nearest latents in the larger one, beside the "
+                f"optimal one-to-one match. {widths}.")
+    p1, p2, p3 = st.columns(3)
+    p1.metric("mean top-1 cosine", f"{facts['mean_cos'][0]:.3f}")
+    p2.metric("top-1 is the 1-to-1 match", f"{facts['top1_is_matched']:.1%}")
+    p3.metric("most latents sharing one partner", f"{facts['max_fan_in']}")
+    share.key_numbers(f"Partners of {found.small} in {found.large}", {
+        "mean top-1 cosine": f"{facts['mean_cos'][0]:.3f}", "top-1 is the 1-to-1 match": f"{facts['top1_is_matched']:.1%}",
+        "max fan-in": str(facts["max_fan_in"])})
+    frame = found.frame()
+    labels = {**{f"partner_{i}": f"partner {i}" for i in range(1, PARTNERS_K + 1)},
+             **{f"cos_{i}": f"cos {i}" for i in range(1, PARTNERS_K + 1)},
+             "matched_partner": "1-to-1 partner", "matched_score": "1-to-1 cos"}
+    columns = {c: st.column_config.NumberColumn(name, format="%.3f" if "cos" in name else None, width=85)
+               for c, name in labels.items()}
+    table(frame, height=320, column_config={"latent": st.column_config.NumberColumn(f"latent of {found.small}",
+                                                                                   width=170), **columns})
+    share.table_section(f"Top {PARTNERS_K} partners in {found.large} of every latent of {found.small}", frame,
+                        f"Decoder {sign_label(view.sign)}, exact (float64); matched = the optimal one-to-one partner.")
+    cap = (f"For every latent of {found.large}: how many latents of {found.small} have it as their nearest latent "
+           f"(decoder {sign_label(view.sign)}). Counts above 1 hint at features the larger run merged or the smaller "
+           "one split.")
+    share.chart(fan_in_figure(found.counts(), cap), found.fan_in(), cap, key="fan_in")
+    share.report_button(f"Top partners of {found.small} in {found.large}",
+                        f"Workspace {workspace_label(root)}; runs {run_a.name}, {run_b.name}; {sign_label(view.sign)}")
+
+
 view, ws, root, runs, _ = chosen_runs("🔍 Feature pairs", "Choose at least two runs.")
 root_s = str(root)
 names = [r.name for r in runs]
@@ -58,6 +91,11 @@ ia, ib = names.index(a_name), names.index(b_name)
 comp = comparison_or_stop(view, runs)
 match = match_for(comp.matches, ia, ib)
 run_a, run_b = runs[ia], runs[ib]
+
+if view.view == "partners":  # the many-to-one view needs neither the pair table nor an open pair
+    publish(view)
+    draw_partners(run_a, run_b, view, root)
+    st.stop()
 
 stats_a, _ = data.stats(run_a.meta.path)
 stats_b, _ = data.stats(run_b.meta.path)
@@ -184,35 +222,6 @@ if view.view == "pair":
         if sec is not None:
             share.add_section(sec)
     title = f"Feature {feature} of {a_name} and its match in {b_name}"
-elif view.view == "partners":
-    found = behaviour.partners(run_a, run_b, PARTNERS_K, view.sign)
-    facts = found.to_json()
-    widths = (f"{found.small} has {found.d_small:,} latents, {found.large} {found.d_large:,}"
-              + (" (different widths)" if found.d_small != found.d_large else ""))
-    st.markdown(f"Every latent of the smaller run with its {PARTNERS_K} nearest latents in the larger one, beside the "
-                f"optimal one-to-one match. {widths}.")
-    p1, p2, p3 = st.columns(3)
-    p1.metric("mean top-1 cosine", f"{facts['mean_cos'][0]:.3f}")
-    p2.metric("top-1 is the 1-to-1 match", f"{facts['top1_is_matched']:.1%}")
-    p3.metric("most latents sharing one partner", f"{facts['max_fan_in']}")
-    share.key_numbers(f"Partners of {found.small} in {found.large}", {
-        "mean top-1 cosine": f"{facts['mean_cos'][0]:.3f}", "top-1 is the 1-to-1 match": f"{facts['top1_is_matched']:.1%}",
-        "max fan-in": str(facts["max_fan_in"])})
-    frame = found.frame()
-    names = {**{f"partner_{i}": f"partner {i}" for i in range(1, PARTNERS_K + 1)},
-             **{f"cos_{i}": f"cos {i}" for i in range(1, PARTNERS_K + 1)},
-             "matched_partner": "1-to-1 partner", "matched_score": "1-to-1 cos"}
-    columns = {c: st.column_config.NumberColumn(name, format="%.3f" if "cos" in name else None, width=85)
-               for c, name in names.items()}
-    table(frame, height=320, column_config={"latent": st.column_config.NumberColumn(f"latent of {found.small}",
-                                                                                   width=170), **columns})
-    share.table_section(f"Top {PARTNERS_K} partners in {found.large} of every latent of {found.small}", frame,
-                        f"Decoder {sign_label(view.sign)}, exact (float64); matched = the optimal one-to-one partner.")
-    cap = (f"For every latent of {found.large}: how many latents of {found.small} have it as their nearest latent "
-           f"(decoder {sign_label(view.sign)}). Counts above 1 hint at features the larger run merged or the smaller "
-           "one split.")
-    share.chart(fan_in_figure(found.counts(), cap), found.fan_in(), cap, key="fan_in")
-    title = f"Top partners of {found.small} in {found.large}"
 else:
     chain = across_runs(comp, ia, feature)
     st.markdown(f"Feature {feature} of **{a_name}** (reference) followed into every run of the set by its optimal match.")
