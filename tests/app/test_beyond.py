@@ -123,3 +123,20 @@ def test_partners_of_runs_with_different_widths(page, server, beyond_ws):
     assert _chart(page, "Many-to-one").count() == 1
     assert np.all(found.index[:, 0] >= 0)
     _present(page, "partners")
+
+
+def test_selecting_an_orphan_follows_it_into_every_seed(page, server, beyond_ws):
+    key, metas = _family(beyond_ws, "topk")
+    open_page(page, server, "orphans", {"ws": str(beyond_ws), "family": key, "thr": "0.95"}, charts=True)
+    report = find_orphans(compare_runs([load_run(m.path, name=m.name) for m in metas]), 0.95)
+    table = report.per_run[0].table
+    first = int(table[table["orphan"]].sort_values("best_min")["feature"].iloc[0])
+    grid = page.locator('[class*="st-key-orphan_table"] [data-testid="stDataFrame"]')
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selector, under the 35 px header
+    page.wait_for_url("**/pairs?**", timeout=60_000)
+    settle(page)
+    params = query(page)
+    assert params["f"] == [str(first)] and params["view"] == ["seeds"] and params["a"] == [metas[0].name]
+    assert page.get_by_text(f"Feature {first} of").count() >= 1
