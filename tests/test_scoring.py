@@ -24,10 +24,12 @@ from saecore.explain import AnswerCache, ExplainerConfig, ExplainerError, build_
 from saecore.explanations import store_explanations
 from saecore.features import CONTEXTS_FILE, Context, compute_run_features, feature_file, read_contexts
 from saecore.prompts import parse_binary_list
-from saecore.scoring import (SCORE_COLUMNS, Example, ExampleSet, SamplingConfig, ScoringError, auroc,
-                             balanced_accuracy, build_examples, embedding_scores, even_quota, fuzzing_texts,
-                             import_delphi_scores, read_scores, run_store_codes, score_answers, score_run,
-                             scores_table, span_count)
+from saecore.delphi import import_delphi_scores
+from saecore.examples import (Example, ExampleSet, SamplingConfig, build_examples, fuzzing_texts, run_store_codes,
+                              span_count)
+from saecore.explain import even_quota
+from saecore.scoring import (SCORE_COLUMNS, ScoringError, auroc, balanced_accuracy, embedding_scores, read_scores,
+                             score_answers, score_run, scores_table)
 from saecore.train import load_sae
 
 KEY = "sk-score-SECRET-42"

@@ -65,7 +65,9 @@ def _phased_progress(desc: str):
 
 
 def cmd_score(args) -> int:
-    from saecore.scoring import SamplingConfig, import_delphi_scores, score_run
+    from saecore.delphi import import_delphi_scores
+    from saecore.examples import SamplingConfig
+    from saecore.scoring import score_run
 
     if args.import_delphi:
         report = import_delphi_scores(args.import_delphi, args.run, module=args.module,
