@@ -172,3 +172,11 @@ def _orphan_groups(_report, key: tuple, columns: tuple) -> pd.DataFrame:
 def orphan_groups(report, columns: dict) -> pd.DataFrame:
     """Orphan vs shared on each column (bootstrap CIs), computed once per set of inputs."""
     return _orphan_groups(report, report.info["dashboard_key"], tuple(columns.items()))
+
+
+@st.cache_data(show_spinner="Correlating the three views…", max_entries=32)
+def axes_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Spearman correlations (bootstrap CIs) between decoder cosine, activation r and explanation similarity."""
+    from saecore.semantic import axes_correlations
+
+    return pd.DataFrame([{"comparison": k, **axes_correlations(df)} for k, df in frames.items()])

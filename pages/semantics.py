@@ -15,7 +15,6 @@ from saecore.overview import comparable_families, explained_pair, family_labels,
 from saecore.plots.consistency import sign_label
 from saecore.plots.agreement import three_axes_figure
 from saecore.plots.semantic import bins_frame, binned_figure, semantic_scatter
-from saecore.semantic import axes_correlations
 from saecore.text import setting_text
 from saecore.viewstate import SCORERS, to_params
 
@@ -164,17 +163,15 @@ if points:
 
 st.subheader("Three views of a matched pair: decoder, activations, explanations")
 if three:
-    axes_df = pd.DataFrame([{"comparison": k, **axes_correlations(df.rename(columns={"activation_r": "pearson"}))}
-                            for k, df in three.items()])
+    axes_df = behaviour.axes_table(three)
     table(axes_df, column_config={"comparison": st.column_config.TextColumn(width=220)})
     share.table_section("Correlations between the three views", axes_df, "Spearman rank correlations over matched "
                         "pairs explained on both sides.")
     cap = ("Each point is a matched pair explained on both sides; decoder cosine of the match, Pearson correlation of "
            "the two features' activations over the workspace's held-out tokens, and cosine of the explanations' "
            "embeddings. Spearman correlations of each pair of views are in the table above.")
-    frames = {k: df.rename(columns={"activation_r": "pearson"}) for k, df in three.items()}
-    share.chart(three_axes_figure(frames, cap), pd.concat([f.assign(comparison=k) for k, f in frames.items()],
-                                                         ignore_index=True), cap, key="three_axes")
+    share.chart(three_axes_figure(three, cap), pd.concat([f.assign(comparison=k) for k, f in three.items()],
+                                                        ignore_index=True), cap, key="three_axes")
 else:
     st.info("Activation correlation needs stored activations of these runs' model and hook inside the workspace "
             "(the demo ships data/demo/heldout).")

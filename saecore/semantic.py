@@ -259,7 +259,7 @@ def correlations(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0
 
 
 # The per-pair views compared by axes_correlations: column -> name in its output.
-VIEWS = {"score": "decoder", "pearson": "activations", "similarity": "explanations"}
+VIEWS = {"score": "decoder", "activation_r": "activations", "similarity": "explanations"}
 
 
 def axes_correlations(pairs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, str]:

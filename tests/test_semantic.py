@@ -189,8 +189,8 @@ def test_axes_correlations_pair_every_two_views_on_complete_rows():
     from saecore.semantic import axes_correlations
 
     x = np.arange(10, dtype=float)
-    df = pd.DataFrame({"score": x, "pearson": x ** 2, "similarity": -x})
-    df.loc[3, "pearson"] = np.nan  # a pair with an undefined correlation is left out
+    df = pd.DataFrame({"score": x, "activation_r": x ** 2, "similarity": -x})
+    df.loc[3, "activation_r"] = np.nan  # a pair with an undefined correlation is left out
     out = axes_correlations(df, n_boot=50)
     assert out["pairs"] == "9"
     assert out["decoder ~ activations"].startswith("1.000")

@@ -23,7 +23,7 @@ AGREEMENT_MEASURES = {
     "jaccard_mean": "firing overlap (mean)",
 }
 # The three per-pair axes of the semantics view: column -> axis title.
-AXES = {"score": "decoder cosine", "pearson": "activation r", "similarity": "explanation similarity"}
+AXES = {"score": "decoder cosine", "activation_r": "activation r", "similarity": "explanation similarity"}
 
 
 def _color(i: int) -> str:
@@ -83,7 +83,7 @@ def three_axes_figure(frames: Mapping[str, pd.DataFrame], caption: str = "") -> 
 
     Panels: decoder vs activation, decoder vs explanation, activation vs explanation; one colour per comparison.
     """
-    panels = [("score", "pearson"), ("score", "similarity"), ("pearson", "similarity")]
+    panels = [("score", "activation_r"), ("score", "similarity"), ("activation_r", "similarity")]
     titles = [f"{AXES[y]} vs {AXES[x]}" for x, y in panels]
     fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.07)
     for i, (label, df) in enumerate(frames.items()):

@@ -130,7 +130,7 @@ def _beyond_figures(pairs, rng, agreement_scatter, encoder_decoder_figure, three
     def frame(n: int) -> pd.DataFrame:
         x = np.clip(rng.normal(0.5, 0.3, n), -1, 1)
         return pd.DataFrame({"feature_a": np.arange(n), "feature_b": rng.permutation(n), "decoder_score": x,
-                             "score": x, "pearson": np.clip(x + rng.normal(0, 0.2, n), -1, 1),
+                             "score": x, "pearson": (r := np.clip(x + rng.normal(0, 0.2, n), -1, 1)), "activation_r": r,
                              "similarity": rng.uniform(0, 1, n)})
 
     table = pd.DataFrame([{"pair": p, **{c: rng.uniform(0, 1) for c in AGREEMENT_MEASURES}} for p in pairs])
