@@ -70,28 +70,31 @@ def cmd_encoder(args) -> int:
     return _emit(result, args, _print_encoder)
 
 
-def register(subparsers) -> None:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "agreement", help="Pearson and Jaccard of matched features' activations on stored held-out tokens")
+def _pair_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=help_text)
     p.add_argument("run_a", metavar="A")
     p.add_argument("run_b", metavar="B")
-    p.add_argument("--acts", required=True, metavar="DIR", help="activations folder (python -m saecore extract)")
+    return p
+
+
+def _common(p: argparse.ArgumentParser, func, out_help: str) -> None:
+    """The options both commands share: device, sign, CSV and JSON output."""
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
+    p.add_argument("--abs", action="store_true", help="match on |cosine| instead of the signed cosine")
+    p.add_argument("--out", default=None, metavar="CSV", help=out_help)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=func)
+
+
+def register(subparsers) -> None:
+    p = _pair_parser(subparsers, "agreement",
+                     "Pearson and Jaccard of matched features' activations on stored held-out tokens")
+    p.add_argument("--acts", required=True, metavar="DIR", help="folder of stored activations (saecore.activations)")
     p.add_argument("--start", type=int, default=0, help="first stored row to use (default 0)")
     p.add_argument("--stop", type=int, default=None, help="row to stop before (default: all)")
     p.add_argument("--batch-size", type=int, default=2048, help="tokens encoded at once (bounds memory)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    p.add_argument("--abs", action="store_true", help="match on |cosine| instead of the signed cosine")
-    p.add_argument("--out", default=None, metavar="CSV", help="write one row per matched pair to this file")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_agreement)
+    _common(p, cmd_agreement, "write one row per matched pair to this file")
 
-    p = subparsers.add_parser(
-        "encoder", help="encoder vs decoder matching of two runs and the shared-in-both fraction")
-    p.add_argument("run_a", metavar="A")
-    p.add_argument("run_b", metavar="B")
+    p = _pair_parser(subparsers, "encoder", "encoder vs decoder matching of two runs and the shared-in-both fraction")
     p.add_argument("--threshold", type=float, default=0.7, help="cosine above which a partner is shared")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    p.add_argument("--abs", action="store_true", help="use |cosine| instead of the signed cosine")
-    p.add_argument("--out", default=None, metavar="CSV", help="write one row per feature of A to this file")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_encoder)
+    _common(p, cmd_encoder, "write one row per feature of A to this file")
