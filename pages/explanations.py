@@ -14,7 +14,11 @@ from dashboard.tables import table
 from saecore.access import AccessError, resolve_inside
 from saecore.errors import SaecoreError
 from saecore.explain_plan import parse_indices
+from saecore.scoring import score_summary
 from saecore.text import plural
+
+SCORE_HEADS = {"detection": "detection", "fuzzing": "fuzzing", "embedding": "embedding AUROC"}
+SCORE_HELP = "mean explanation score over the scored features (how many in brackets); 0.5 is chance"
 
 view = page.start("📝 Explanations")
 ws, root = open_workspace(view)
@@ -33,10 +37,14 @@ counts = []
 for m in ws.runs:
     stored, _ = data.explanations(m.path)
     ctx_ok = data.has_contexts(m.path)
+    scores = score_summary(data.explanation_scores(m.path))
     counts.append({"run": m.name, "explained features": 0 if stored is None else int(stored["feature"].nunique()),
                    "explainers": "" if stored is None else ", ".join(sorted(stored["explainer"].unique())),
-                   "has contexts": ctx_ok})
-table(pd.DataFrame(counts))
+                   "has contexts": ctx_ok, **{SCORE_HEADS[k]: v for k, v in scores.items()}})
+table(pd.DataFrame(counts), column_config={h: st.column_config.TextColumn(h, width=110, help=SCORE_HELP)
+                                           for h in SCORE_HEADS.values()})
+st.caption("Explanation scores: mean over scored features (number scored); 0.5 is chance. Compute them with "
+           "`python -m saecore score RUN --method detection fuzzing embedding`.")
 
 gen_tab, import_tab = st.tabs(["Generate", "Import"])
 

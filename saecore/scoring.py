@@ -470,3 +470,12 @@ def well_scored(explanations: pd.DataFrame, scores: pd.DataFrame | None, method:
         return explanations.iloc[0:0]
     ok = scores[(scores[method] >= min_score) & ~scores["stale"].astype(bool)]["feature"]
     return explanations[explanations["feature"].isin(set(ok.astype(int)))]
+
+
+def score_summary(scores: pd.DataFrame | None) -> dict[str, str]:
+    """Mean score and number of scored features per method, as '0.481 (200)'; '–' where a method has none."""
+    out = {}
+    for method in METHODS:
+        values = scores[method].dropna() if scores is not None and method in scores.columns else pd.Series(dtype=float)
+        out[method] = f"{values.mean():.3f} ({len(values):,})" if len(values) else "–"
+    return out

@@ -423,3 +423,14 @@ def test_well_scored_keeps_current_explanations_at_or_above_the_threshold():
     assert well_scored(expl, None, "detection", 0.0).empty
     with pytest.raises(InputError):
         well_scored(expl, scores, "simulation", 0.5)
+
+
+def test_score_summary_means_and_counts_per_method():
+    import pandas as pd
+
+    from saecore.scoring import score_summary
+
+    table = pd.DataFrame({"feature": [0, 1, 2], "detection": [0.5, 1.0, float("nan")], "fuzzing": [0.25, 0.5, 0.75],
+                          "embedding": [float("nan")] * 3, "stale": [False] * 3})
+    assert score_summary(table) == {"detection": "0.750 (2)", "fuzzing": "0.500 (3)", "embedding": "–"}
+    assert score_summary(None) == {"detection": "–", "fuzzing": "–", "embedding": "–"}

@@ -78,3 +78,11 @@ def test_pairs_partners_view_of_different_widths(beyond_ws):
     assert_clean(at)
     assert {"mean top-1 cosine", "top-1 is the 1-to-1 match", "most latents sharing one partner"} <= set(_metrics(at))
     assert any("(different widths)" in m.value for m in at.markdown)
+
+
+def test_explanations_page_lists_mean_scores_per_run(beyond_ws):
+    at = open_app({"ws": str(beyond_ws)}, "pages/explanations.py")
+    assert_clean(at)
+    runs = at.dataframe[0].value.set_index("run")
+    assert runs.loc["topk_k8/seed0", "detection"] == "0.650 (48)"  # 24 features at 0.9, 24 at 0.4
+    assert runs.loc["relu_l1/seed0", "detection"] == "–"

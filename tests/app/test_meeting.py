@@ -223,7 +223,7 @@ DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 @pytest.mark.parametrize("present", [False, True])
 def test_tables_fit_the_screen_on_the_demo(page, server, present):
     """No data grid scrolls sideways at 1400 px: every column is in view, in either mode."""
-    for path in ("", "consistency", "pairs", "semantics", "orphans"):
+    for path in ("", "consistency", "pairs", "semantics", "orphans", "explanations"):
         open_page(page, server, path, {"ws": "data/demo", **({"present": "1"} if present else {})})
         page.wait_for_selector('[data-testid="stDataFrame"] .dvn-scroller', timeout=120_000)
         page.wait_for_timeout(1000)
