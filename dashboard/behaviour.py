@@ -65,33 +65,16 @@ def encoders(run_a: Run, run_b: Run, threshold: float, sign: str, dead: str):
 
 
 def agreement_table(comp: Comparison, agreement, threshold: float, sign: str, dead: str) -> tuple[pd.DataFrame, list[str]]:
-    """One row per seed pair: decoder and encoder MCC, shared fractions, activation r and Jaccard; plus problems."""
-    rows, problems = [], []
-    by_pair = {} if agreement is None else dict(zip(agreement.index, agreement.pairs))
-    for (i, j), match in sorted(comp.matches.items()):
+    """One row per seed pair (saecore.agreement.agreement_frame) with cached encoder matchings; plus problems."""
+    from saecore.agreement import agreement_frame
+
+    found, problems = {}, []
+    for i, j in comp.matches:
         a, b = comp.runs[i], comp.runs[j]
-        row = {"pair": f"{a.name} ↔ {b.name}", "decoder_pw_mcc": match.mcc}
-        enc, why = encoders(a, b, threshold, sign, dead)
-        if enc is None:
+        found[i, j], why = encoders(a, b, threshold, sign, dead)
+        if found[i, j] is None:
             problems.append(f"{a.name} ↔ {b.name}: {why}")
-        else:
-            row.update({k: getattr(enc, k) for k in ("encoder_pw_mcc", "shared_decoder", "shared_encoder",
-                                                     "shared_both", "same_partner")})
-        agr = by_pair.get((i, j))
-        if agr is not None:
-            s = agr.summary()
-            row.update({"pearson_mean": s["pearson_mean"], "jaccard_mean": s["jaccard_mean"]})
-        rows.append(row)
-    return pd.DataFrame(rows), problems
-
-
-def with_agreement(pairs: pd.DataFrame, agreement) -> pd.DataFrame:
-    """The pair table with each pair's activation correlation (column activation_r) beside its match score."""
-    r = agreement.frame()[["feature_a", "pearson"]].rename(columns={"pearson": "activation_r"})
-    out = pairs.merge(r, on="feature_a", how="left")
-    cols = list(pairs.columns)
-    cols.insert(cols.index("score") + 1, "activation_r")
-    return out[cols]
+    return agreement_frame(comp.names, comp.matches, found, agreement), problems
 
 
 def _number(value: float | None, fmt: str = ".3f") -> str:

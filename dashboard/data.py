@@ -130,15 +130,20 @@ def files_mtime(path: Path) -> float:
         return 0.0
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _stats(path: str, mtime: float) -> tuple[pd.DataFrame | None, str | None]:
-    read = optional("features", "read_stats")
+def _read(module: str, name: str, what: str, *args) -> tuple[object | None, str | None]:
+    """(saecore.<module>.<name>(*args), None), or (None, why not): a missing module or a file it cannot read."""
+    read = optional(module, name)
     if read is None:
-        return None, "feature statistics are not available in this build"
+        return None, f"{what} are not available in this build"
     try:
-        return read(path), None
+        return read(*args), None
     except (SaecoreError, OSError, ValueError) as exc:
         return None, str(getattr(exc, "problem", exc))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _stats(path: str, mtime: float) -> tuple[pd.DataFrame | None, str | None]:
+    return _read("features", "read_stats", "feature statistics", path)
 
 
 def stats(path: str) -> tuple[pd.DataFrame | None, str | None]:
@@ -148,13 +153,7 @@ def stats(path: str) -> tuple[pd.DataFrame | None, str | None]:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _contexts(path: str, feature: int, mtime: float) -> tuple[list | None, str | None]:
-    read = optional("features", "read_contexts")
-    if read is None:
-        return None, "contexts are not available in this build"
-    try:
-        return read(path, feature), None
-    except (SaecoreError, OSError, ValueError) as exc:
-        return None, str(getattr(exc, "problem", exc))
+    return _read("features", "read_contexts", "contexts", path, feature)
 
 
 def contexts(path: str, feature: int) -> tuple[list | None, str | None]:
@@ -169,16 +168,10 @@ def explanations_version(path: str) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _explanations(path: str, mtime: float) -> tuple[pd.DataFrame | None, str | None]:
-    read = optional("explanations", "read_explanations")
-    if read is None:
-        return None, "explanations are not available in this build"
-    try:
-        df = read(path)
-    except (SaecoreError, OSError, ValueError) as exc:
-        return None, str(getattr(exc, "problem", exc))
-    if df is None or not len(df):
+    df, why = _read("explanations", "read_explanations", "explanations", path)
+    if why is None and (df is None or not len(df)):
         return None, "no explanations for this run"
-    return df, None
+    return df, why
 
 
 def explanations(path: str) -> tuple[pd.DataFrame | None, str | None]:
@@ -188,14 +181,8 @@ def explanations(path: str) -> tuple[pd.DataFrame | None, str | None]:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _scores(path: str, mtime: float) -> pd.DataFrame | None:
-    table = optional("scoring", "scores_table")
-    if table is None:
-        return None
-    try:
-        df = table(path)
-    except (SaecoreError, OSError, ValueError):
-        return None
-    return df if len(df) else None
+    df, _ = _read("scoring", "scores_table", "explanation scores", path)
+    return df if df is not None and len(df) else None
 
 
 def explanation_scores(path: str) -> pd.DataFrame | None:
@@ -276,12 +263,8 @@ def semantic_result(_match, key: tuple, path_a: str, path_b: str, scorer: str | 
 
 @st.cache_resource(show_spinner="Reading contexts…", max_entries=16)
 def _all_contexts(path: str, mtime: float) -> dict | None:
-    read = optional("features", "read_contexts")
-    if read is None:
-        return None
-    try:
-        contexts = read(path)
-    except (SaecoreError, OSError, ValueError):
+    contexts, why = _read("features", "read_contexts", "contexts", path)
+    if why is not None:
         return None
     grouped: dict[int, list] = {}
     for c in contexts:

@@ -89,7 +89,7 @@ names = report.runs
 run_name = bound(st.container(key="controls_orphan_run").selectbox, "orphans_run",
                  view.run_a if view.run_a in names else names[0], label="Orphans of run", options=names)
 per_run = report.per_run[names.index(run_name)]
-listing = per_run.table[per_run.table["orphan"]].sort_values("best_min")
+listing = per_run.orphans()
 shown = [c for c in ("feature", "best_min", "frequency", "explanation", "detection", "fuzzing", "embedding")
          if c in listing.columns]
 st.caption(f"{len(listing):,} orphans of {run_name}, least matched first. Select one to follow it into every seed on "

@@ -13,6 +13,7 @@ from dashboard.pick import chosen_runs, comparison_or_stop
 from dashboard.state import bind, bound, publish, published, workspace_label
 from dashboard.tables import selected_feature, table
 from saecore.plots.agreement import fan_in_figure
+from saecore.agreement import with_activation_r
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
 from saecore.pairs import (PairFilter, across_runs, candidates, clip_range, explanation_map, feature_to_open,
@@ -111,7 +112,7 @@ if store is not None:
     except (SaecoreError, ValueError, OSError) as exc:
         st.caption(f"Activation agreement not available: {exc}")
 if agreement is not None:
-    pairs = behaviour.with_agreement(pairs, agreement)
+    pairs = with_activation_r(pairs, agreement)
 no_text = expl_a is None and expl_b is None
 
 score_bounds, decades = filter_bounds(pairs)

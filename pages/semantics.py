@@ -9,6 +9,7 @@ from dashboard import behaviour, data, page, share
 from dashboard.pick import keys_help, sign_and_dead
 from dashboard.state import bound, open_workspace, publish, workspace_label
 from dashboard.tables import table
+from saecore.agreement import with_activation_r
 from saecore.errors import SaecoreError
 from saecore.metrics import match_for
 from saecore.overview import comparable_families, explained_pair, family_labels, seed_text
@@ -112,7 +113,7 @@ for key in chosen:
     if store is not None:
         try:
             agreement = behaviour.family_agreement(runs, comp, store, view.sign, view.dead).between(ia, ib)
-            three[label] = behaviour.with_agreement(res.pairs, agreement)
+            three[label] = with_activation_r(res.pairs, agreement)
         except (SaecoreError, ValueError, OSError) as exc:
             st.caption(f"Family {labels[key]}: activation agreement not available ({exc}).")
 

@@ -496,3 +496,37 @@ def compare_encoders(path_a: str | Path, path_b: str | Path, threshold: float = 
     if a.name == b.name:
         a, b = a.renamed(str(path_a)), b.renamed(str(path_b))
     return encoder_decoder(a, b, threshold, sign, dead, device, method)
+
+
+# The per-seed-pair columns of agreement_frame, in order.
+ENCODER_COLUMNS = ("encoder_pw_mcc", "shared_decoder", "shared_encoder", "shared_both", "same_partner")
+
+
+def agreement_frame(names: Sequence[str], matches: Mapping[tuple[int, int], Match],
+                    encoders: Mapping[tuple[int, int], EncoderDecoder | None],
+                    agreement: FamilyAgreement | None = None) -> pd.DataFrame:
+    """One row per seed pair: decoder MCC, the encoder measures (where encoders were compared) and the mean
+    activation r and Jaccard (where activations were measured)."""
+    import pandas as pd
+
+    by_pair = {} if agreement is None else dict(zip(agreement.index, agreement.pairs))
+    rows = []
+    for (i, j), match in sorted(matches.items()):
+        row = {"pair": f"{names[i]} ↔ {names[j]}", "decoder_pw_mcc": match.mcc}
+        enc = encoders.get((i, j))
+        if enc is not None:
+            row.update({k: getattr(enc, k) for k in ENCODER_COLUMNS})
+        if (i, j) in by_pair:
+            s = by_pair[i, j].summary()
+            row.update({"pearson_mean": s["pearson_mean"], "jaccard_mean": s["jaccard_mean"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def with_activation_r(pairs: pd.DataFrame, agreement: Agreement) -> pd.DataFrame:
+    """A pair table (feature_a, score, ...) with each pair's activation correlation (activation_r) after its score."""
+    r = agreement.frame()[["feature_a", "pearson"]].rename(columns={"pearson": "activation_r"})
+    out = pairs.merge(r, on="feature_a", how="left")
+    cols = list(pairs.columns)
+    cols.insert(cols.index("score") + 1, "activation_r")
+    return out[cols]

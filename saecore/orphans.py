@@ -99,6 +99,10 @@ class RunOrphans:
     def n_orphan(self) -> int:
         return self.count(ORPHAN)
 
+    def orphans(self) -> pd.DataFrame:
+        """The orphan rows of the table, least matched first."""
+        return self.table[self.table["orphan"]].sort_values("best_min", kind="stable")
+
     @property
     def orphan_fraction(self) -> float:
         """Orphans among live latents (dead ones are not counted either way)."""

@@ -247,3 +247,27 @@ def test_between_and_of_feature_see_a_pair_from_either_side():
     assert back.of_feature(0) is None and back.of_feature(5)["feature_b"] == 0
     with pytest.raises(KeyError):
         fam.between(0, 2)
+
+
+def test_agreement_frame_and_activation_r_column():
+    import pandas as pd
+
+    from saecore.agreement import Agreement, EncoderDecoder, FamilyAgreement, agreement_frame, with_activation_r
+
+    f = lambda *v: np.array(v)  # noqa: E731
+    agr = Agreement("A", "B", f(0, 1), f(1, 0), f(0.9, 0.8), f(0.5, np.nan), f(0.2, 0.0), f(3, 0), f(2, 5), f(1, 0),
+                    np.zeros(2), np.zeros(2), 100)
+    match = match_decoders(torch.eye(2, 4, dtype=torch.float32), torch.eye(2, 4, dtype=torch.float32))
+    fake = EncoderDecoder.__new__(EncoderDecoder)
+    for k, v in dict(encoder_pw_mcc=0.3, shared_decoder=0.5, shared_encoder=0.25, shared_both=0.25,
+                     same_partner=1.0).items():
+        object.__setattr__(fake, k, v)
+    frame = agreement_frame(["A", "B", "C"], {(0, 1): match, (0, 2): match}, {(0, 1): fake, (0, 2): None},
+                            FamilyAgreement(["A", "B"], ["a", "b"], [(0, 1)], [agr]))
+    assert frame["pair"].tolist() == ["A ↔ B", "A ↔ C"] and frame["decoder_pw_mcc"].tolist() == [1.0, 1.0]
+    assert frame.loc[0, "shared_both"] == 0.25 and np.isnan(frame.loc[1, "shared_both"])
+    assert frame.loc[0, "pearson_mean"] == 0.5 and np.isnan(frame.loc[1, "pearson_mean"])
+    pairs = pd.DataFrame({"feature_a": [1, 0, 7], "feature_b": [0, 1, 3], "score": [0.8, 0.9, 0.1], "x": [1, 2, 3]})
+    out = with_activation_r(pairs, agr)
+    assert list(out.columns) == ["feature_a", "feature_b", "score", "activation_r", "x"]
+    assert out["activation_r"].iloc[1] == 0.5 and out["activation_r"].iloc[[0, 2]].isna().all()

@@ -282,3 +282,13 @@ def test_view_helpers_counts_columns_comparisons_and_values(family, tmp_path):
     assert frame.iloc[3]["mean_orphan"] == pooled.mean_orphan and frame.iloc[3]["p_value"] == pooled.p_value
     values = group_values(report, "detection")
     assert list(values) == ["seed0"] and len(values["seed0"][ORPHAN]) == 1 and len(values["seed0"][SHARED]) == 8
+
+
+def test_orphans_lists_orphan_rows_least_matched_first():
+    import pandas as pd
+
+    from saecore.orphans import RunOrphans
+
+    table = pd.DataFrame({"feature": [0, 1, 2, 3], "orphan": [True, False, True, True],
+                          "best_min": [0.3, 0.9, 0.1, 0.3]})
+    assert RunOrphans("A", ["B"], 0.7, table).orphans()["feature"].tolist() == [2, 0, 3]
