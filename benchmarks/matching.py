@@ -36,7 +36,9 @@ from saecore.cache import atomic_write_text  # noqa: E402
 from saecore.instances import random_pair, realistic_pair  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "matching.md"
-METHODS = ("matmul", "dense", "certified-cpu", "matmul-cuda", "certified-cuda")
+# certified-*: the bfloat16 screen where the hardware runs it fast; certified-fp32-*: the float32 screen.
+METHODS = ("matmul", "dense", "certified-cpu", "certified-fp32-cpu", "matmul-cuda", "certified-cuda",
+           "certified-fp32-cuda")
 
 
 def _rss_gb() -> float:
@@ -66,7 +68,7 @@ def worker(method: str, path: str) -> dict:
     elif method == "dense":
         sol = solve_dense(a_n, b_n, "signed")
     else:
-        sol = certified_assignment(a_n, b_n, "signed")
+        sol = certified_assignment(a_n, b_n, "signed", screen="float32" if "fp32" in method else "auto")
     if device == "cuda":
         torch.cuda.synchronize()
     out["seconds"] = time.perf_counter() - t0
@@ -81,6 +83,9 @@ def worker(method: str, path: str) -> dict:
         out["rounds"] = sol.info.get("rounds", "")
         out["fallback"] = sol.info.get("fallback") or ""
         out["stages"] = {k: round(v, 2) for k, v in sol.info.get("seconds", {}).items()}
+        if "screen" in sol.info:
+            out["screen"] = sol.info["screen"]["dtype"]
+            out["recomputed"] = sol.info.get("recomputed", {})
     return out
 
 

@@ -12,8 +12,10 @@ similarity t_i: an excluded pair has s_ij <= t_i and V_j >= 0, so every row with
 certified wholesale. The few remaining rows (features without a counterpart, losers of a split)
 are recomputed once and their entries near U_i kept (a few hundred per row), which later rounds
 re-check without another matmul.
-Float32 similarities are trusted only up to a rounding bound; anything within it is re-evaluated
-in float64.
+The candidate pass runs in bfloat16 where the hardware makes that faster (`saecore.screening`): its
+values are trusted only up to a proven per-entry bound, which every exclusion (a row's threshold
+t_i, the runner-ups) adds in. Rows it cannot clear are recomputed in float32, whose rounding bound
+decides which entries are re-evaluated in float64, so the result is certified for the float64 problem.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 
 from saecore import sparse_assignment as sa
 from saecore.matching import Assignment, Top2, pair_scores, solve_dense
-from saecore.selection import entries_above, select
+from saecore.screening import exact_accumulation, rounding_margin, screen_bound, screen_dtype
+from saecore.selection import distinct_keys, entries_above, select
 from saecore.similarity import DEFAULT_BLOCK_BYTES, check_sign, similarity_blocks
+from saecore.top_two import column_candidates, column_ceiling, exact_best_two, settle_both
 
 DEFAULT_K = 16
 # Rows without a standout best column keep WIDE_FACTOR * k candidates instead of k.
@@ -42,34 +46,10 @@ FALLBACK_UNCERTIFIED_FRAC = 0.5
 DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
 # A kept row holds its entries within this much of its potential (at least 8 rounding margins).
 KEEP_SLACK = 0.01
+# Rows per column the candidate pass keeps, so that most columns' runner-ups are settled without a recompute.
+COL_DEPTH = 8
 
 Progress = Callable[[int, int, str], None]
-
-_MANTISSA_EPS = {"highest": 2.0 ** -24, "high": 2.0 ** -11, "medium": 2.0 ** -8}
-
-
-def rounding_margin(d_in: int, max_potential: float = 1.0, device: torch.device | None = None) -> float:
-    """A bound on |float32 reduced cost - exact reduced cost| for unit vectors of length d_in.
-
-    Dot product error is at most gamma_d = d*u/(1 - d*u) for unit vectors; subtracting float32
-    potentials adds a few ulps of their size. Doubled for safety; widened when matmuls may use TF32/bf16.
-    """
-    u = _MANTISSA_EPS.get(torch.get_float32_matmul_precision(), 2.0 ** -8)
-    if device is not None and device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        u = max(u, _MANTISSA_EPS["high"])
-    du = min(0.5, (d_in + 2) * u)
-    return 2.0 * (du / (1.0 - du) + 6 * 2.0 ** -24 * (1.0 + max_potential))
-
-
-def _distinct(keys: np.ndarray, first: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """np.unique(keys) (and, with first=True, each distinct key's first index) by sorting: numpy 2.4's
-    np.unique took 13.5 s on 8M int64 keys here, np.sort 0.2 s."""
-    order = np.argsort(keys, kind="stable") if first else None
-    ordered = keys[order] if first else np.sort(keys)
-    new = np.ones(len(ordered), bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    return ordered[new], (order[new] if first else None)
-
 
 class _Graph:
     """Candidate edges kept sorted by (row, col) (key row * m + col) with their float64 scores."""
@@ -97,7 +77,7 @@ class _Graph:
         so they are merged in rather than everything re-sorted (0.48 s -> 0.14 s over a 65,536² solve)."""
         keys = rows * self.m + cols
         if len(keys) > 1 and not np.all(keys[1:] > keys[:-1]):
-            keys, first = _distinct(keys, first=True)
+            keys, first = distinct_keys(keys, first=True)
             scores = scores[first]
         if len(self.keys):
             pos, found = self._find(keys)
@@ -182,6 +162,7 @@ class _Scanner:
         self.e_row = np.zeros(0, np.int64)
         self.e_col = np.zeros(0, np.int64)
         self.e_val = np.zeros(0, np.float32)
+        self.rows_computed = 0
 
     def _blocks(self, rows: np.ndarray):
         """Yield (rows, similarity block) for `rows`, a bounded block at a time (each block valid until the next)."""
@@ -247,6 +228,7 @@ class _Scanner:
         # entry left out can reach s - U - V > -margin in float32, since V >= 0).
         fresh = unc_rows[~(U[unc_rows] - 2 * margin >= self.floor[unc_rows])]
         self._forget(fresh)
+        self.rows_computed += len(fresh)
         found, new, room = [], [], self.max_entries - len(self.e_row)
         for r, block in self._blocks(fresh):
             floor = (U[r] - max(KEEP_SLACK, 8 * margin)).astype(np.float32)
@@ -288,12 +270,26 @@ def _verify_graph(g: _Graph, solver: _SparseSolver, tol: float) -> bool:
     return not np.any(V[free] > tol)
 
 
-def _dense_fallback(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, info: dict, edges: int, top2: Top2) -> Assignment:
+def _dense_fallback(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, info: dict, edges: int) -> Assignment:
     """The reference solver, for problems small enough where the candidate graph did not pay off."""
     sol = solve_dense(a_n, b_n, sign)
     info["seconds"]["dense_fallback"] = sum(sol.info["seconds"].values())
     info.update(certified=True, fallback="dense", edges=edges)
+    top2, _ = exact_best_two(a_n, b_n, sign)
     return Assignment(sol.rows, sol.cols, sol.scores, info, top2)
+
+
+def _best_two(a_n, b_n, sign, g: _Graph, sel, bound, t_row: np.ndarray, block_bytes: int) -> tuple[Top2, dict]:
+    """Each side's exact best two: the graph's edges are exact and t_row bounds every other entry of a
+    row; a column's screened best rows, scored too, and the screen's bound below them settle columns."""
+    cr, cc = column_candidates(sel)
+    new = g.missing(cr, cc)
+    cr, cc = cr[new], cc[new]
+    rows, cols = np.concatenate([g.rows, cr]), np.concatenate([g.cols, cc])
+    scores = np.concatenate([g.scores, pair_scores(a_n, b_n, cr, cc, sign)])
+    top2, info = settle_both(a_n, b_n, sign, rows, cols, scores, t_row, column_ceiling(sel, bound), block_bytes)
+    info["scored"] = len(cr)
+    return top2, info
 
 
 def _swap(sol: Assignment) -> Assignment:
@@ -306,19 +302,21 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
                          tol: float = DEFAULT_TOL, max_rounds: int = 50,
                          dense_fallback_cells: int = DENSE_FALLBACK_CELLS,
                          block_bytes: int = DEFAULT_BLOCK_BYTES, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                         progress: Progress | None = None) -> Assignment:
+                         progress: Progress | None = None, screen: str = "auto") -> Assignment:
     """Exact maximum-similarity one-to-one matching of unit rows a_n to unit rows b_n (same device).
 
     Same optimum as the dense solver (within n * tol), memory O((n + m) * (d_in + k)) plus one
-    similarity block. info: method, certified, k, rounds, edges, violations per round, seconds per stage,
-    fallback ('dense' when independent dictionaries made the candidate graph useless and n*m is small).
+    similarity block. screen: dtype of the candidate pass ('auto': bfloat16 where it is fast).
+    info: method, certified, k, rounds, edges, violations per round, seconds per stage, screen and its
+    widest bound, what was recomputed, fallback ('dense' when independent dictionaries made the
+    candidate graph useless and n*m is small). top2: each side's exact best two (float64 values).
     """
     check_sign(sign)
     if a_n.shape[0] > b_n.shape[0]:
         return _swap(certified_assignment(b_n, a_n, sign, k, tol, max_rounds, dense_fallback_cells, block_bytes,
-                                          cache_bytes, progress))
+                                          cache_bytes, progress, screen))
     n, m = a_n.shape[0], b_n.shape[0]
-    seconds = {"candidates": 0.0, "edge_scores": 0.0, "solve": 0.0, "certify": 0.0}
+    seconds = {"candidates": 0.0, "edge_scores": 0.0, "solve": 0.0, "certify": 0.0, "runner_ups": 0.0}
     info = {"method": "certified", "certified": False, "k": 0, "rounds": 0, "edges": 0, "violations": [],
             "fallback": None, "seconds": seconds}
     if n == 0:
@@ -335,33 +333,35 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         clock = now
 
     k_wide = min(m, WIDE_FACTOR * k)
-    sel = select(a_n, b_n, sign, k_wide, block_bytes)
-    top2 = sel.top2()
-    row_val, row_idx = sel.row_val, sel.row_idx
-    col_arg = sel.col_idx[0]
+    dtype = screen_dtype(screen, a_n.device)
+    with exact_accumulation(a_n.device):
+        sel = select(a_n, b_n, sign, k_wide, block_bytes, c=COL_DEPTH, dtype=dtype)
+    bound = screen_bound(a_n, b_n, dtype)
+    info["screen"] = {"dtype": str(dtype).removeprefix("torch."), "widest_bound": bound.widest}
+    row_val, row_idx = sel.row_val, sel.row_idx.cpu().numpy()
+    col_arg = sel.col_idx[0].cpu().numpy()
     # Rows without a standout best column (best < 2 × k-th: no counterpart, or one among several) keep
     # k_wide candidates; so does a row that is not its best column's best row, as it will likely lose
     # that column.
     wide = row_val[:, 0] < 2 * row_val[:, k - 1]
-    wide |= col_arg[row_idx[:, 0]] != torch.arange(n, device=a_n.device)
+    wide |= col_arg[row_idx[:, 0]] != np.arange(n)
     scanner = _Scanner(a_n, b_n, sign, block_bytes, cache_bytes)
-    wide = wide.cpu().numpy()
     width = np.where(wide, k_wide, k)
-    vals = row_val.double().cpu().numpy()
-    t_row = vals[np.arange(n), width - 1]
+    # t_i: a proven bound on every entry of row i outside its first width_i screened candidates.
+    t_row = bound.row_ceiling(row_val[np.arange(n), width - 1], np.arange(n))
     t_row[width == m] = -np.inf
     keep = np.arange(k_wide)[None, :] < width[:, None]
-    col_arg = col_arg.cpu().numpy()
     has_best = col_arg >= 0
     rows = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), k_wide)[keep.flatten()], col_arg[has_best],
                            np.arange(n, dtype=np.int64)])
-    cols = np.concatenate([row_idx.cpu().numpy()[keep], np.nonzero(has_best)[0], np.arange(n, dtype=np.int64)])
+    cols = np.concatenate([row_idx[keep], np.nonzero(has_best)[0], np.arange(n, dtype=np.int64)])
     info["wide_rows"] = int(wide.sum())
-    del row_val, row_idx, vals
-    rows, cols = np.divmod(_distinct(rows * m + cols)[0], m)
+    del row_val, row_idx
+    rows, cols = np.divmod(distinct_keys(rows * m + cols)[0], m)
     lap("candidates")
     g = _Graph(n, m)
     g.add(rows, cols, pair_scores(a_n, b_n, rows, cols, sign))
+    scored = len(rows)
     lap("edge_scores")
 
     solver = _SparseSolver(n, m)
@@ -374,13 +374,14 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         U, V = solver.potentials
         if (rnd == 1 and n * m <= dense_fallback_cells
                 and np.mean(t_row + rounding_margin(d_in, device=a_n.device) > U) > FALLBACK_UNCERTIFIED_FRAC):
-            return _dense_fallback(a_n, b_n, sign, info, len(g.rows), top2)
+            return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
         margin = rounding_margin(d_in, float(np.abs(U).max() + np.abs(V).max()), a_n.device)
         cr, cc, overflow, n_rows = scanner.scan(U, V, t_row, margin, per_row)
         new = g.missing(cr, cc)
         cr, cc = cr[new], cc[new]
         lap("certify")
         cs = pair_scores(a_n, b_n, cr, cc, sign)
+        scored += len(cr)
         lap("edge_scores")
         violating = int(np.sum(cs - U[cr] - V[cc] > tol))
         info["violations"].append(violating)
@@ -395,7 +396,11 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         g.add(cr, cc, cs)
     info["edges"] = len(g.rows)
     if not info["certified"] and n * m <= dense_fallback_cells:
-        return _dense_fallback(a_n, b_n, sign, info, len(g.rows), top2)
+        return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+    top2, redone = _best_two(a_n, b_n, sign, g, sel, bound, t_row, block_bytes)
+    info["recomputed"] = {"rows_float32": scanner.rows_computed, "pairs_float64": scored + redone.pop("scored"),
+                          **redone}
+    lap("runner_ups")
     rows = np.arange(n, dtype=np.int64)
     cols = solver.row2col.copy()
     idx = np.searchsorted(g.keys, rows * m + cols)

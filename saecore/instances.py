@@ -118,3 +118,32 @@ def adversarial_pairs(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tens
         "splits": (ra, rb),
         "random_rect": random_pair(25, 40, 8, seed),
     }
+
+
+def _with_low_bits(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """float32 x with the 15 bits below the bfloat16 rounding bit replaced at random: the result rounds to
+    bfloat16 exactly as x truncated does, whatever the new bits are."""
+    bits = x.float().view(torch.int32)
+    low = torch.randint(0, 0x8000, x.shape, generator=gen, dtype=torch.int32)
+    return ((bits & ~0xFFFF) | low).view(torch.float32)
+
+
+def below_bf16_pair(n: int, d_in: int, seed: int = 0, copies: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (norm below 1, not renormalised) in groups of `copies` variants of n base rows, equal in bfloat16
+    but not in float32: A holds every variant and B the same variants shuffled, so each row's optimum is
+    its own float32 copy, which only an exact check can tell from the others."""
+    gen = _generator(seed)
+    base = 0.99 * _unit_rows(n, d_in, gen).float()
+    variants = torch.cat([_with_low_bits(base, gen) for _ in range(copies)])
+    return variants, variants[torch.randperm(copies * n, generator=gen)]
+
+
+def worst_rounding_rows(n: int, d_in: int, seed: int = 0) -> torch.Tensor:
+    """Rows whose every entry sits just below a bfloat16 rounding midpoint (relative error near 2^-8, all
+    towards zero), with mixed signs and magnitudes, scaled by a power of two to norm below 1."""
+    gen = _generator(seed)
+    exps = torch.randint(-6, 1, (n, d_in), generator=gen).double()
+    signs = torch.randint(0, 2, (n, d_in), generator=gen).double() * 2 - 1
+    x = signs * (1 + 2.0 ** -8 - 2.0 ** -22) * torch.exp2(exps)
+    scale = torch.exp2(-torch.ceil(torch.log2(x.norm(dim=1, keepdim=True))))
+    return (x * scale).float()

@@ -12,7 +12,6 @@ import torch
 
 from saecore.errors import InputError
 from saecore.runs import Run, RunMeta
-from saecore.selection import best_two_both_ways
 from saecore.similarity import apply_sign, check_sign, dense_similarity, normalize_rows, resolve_device
 from saecore.sparse_assignment import pair_dots
 
@@ -237,7 +236,12 @@ def match_prepared(pa: Prepared, pb: Prepared, sign: str = "signed", method: str
 
     partner_a, score_a = per_feature(n_a, rows, cols)
     partner_b, score_b = per_feature(n_b, cols, rows)
-    top2 = sol.top2 if sol.top2 is not None else best_two_both_ways(live_a, live_b, sign)
+    if sol.top2 is None:
+        from saecore.top_two import exact_best_two  # late: top_two scores pairs with this module's pair_scores
+
+        top2 = exact_best_two(live_a, live_b, sign)[0]
+    else:
+        top2 = sol.top2
     ru_a, rus_a, ru_b, rus_b = _runner_ups(top2, ka, kb, partner_a, partner_b, n_a, n_b)
     info = dict(sol.info)
     info["device"] = str(live_a.device)

@@ -292,7 +292,8 @@ def test_certificate_scan_equals_brute_force_as_potentials_move(cache_bytes):
 def test_column_adjacency_and_edge_merging_keep_their_definitions():
     """The counting-sort column adjacency equals a stable argsort by column, and merging edges into the
     graph equals re-sorting the union with the first score of each pair kept."""
-    from saecore.certified import _distinct, _Graph
+    from saecore.certified import _Graph
+    from saecore.selection import distinct_keys as _distinct
     from saecore.sparse_assignment import csc
 
     rng = np.random.default_rng(0)

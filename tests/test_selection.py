@@ -1,10 +1,11 @@
-"""Row top-k and column top-2 of similarity blocks: the compiled scan against a plain sort."""
+"""Row top-k and column top-c of similarity blocks: the compiled scan against a plain sort."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from numba import njit
 
 from saecore.selection import BlockSelector
 
@@ -28,11 +29,55 @@ def test_compiled_scan_equals_a_stable_sort(shape, k, block):
     s = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     sel = select(s, k, block)
     rv, ri, cv, ci = reference(s, min(k, shape[1]))
-    np.testing.assert_array_equal(sel.row_val.numpy(), rv)
+    np.testing.assert_array_equal(sel.row_val, rv)
     np.testing.assert_array_equal(sel.row_idx.numpy(), ri)
     top = sel.top2()
     np.testing.assert_array_equal(top[2], cv)
     np.testing.assert_array_equal(top[3], ci)
+
+
+def select_bf16(s: torch.Tensor, k: int, c: int, block: int, compiled: bool | None = None) -> BlockSelector:
+    sel = BlockSelector(s.shape[0], s.shape[1], k, torch.device("cpu"), c, torch.bfloat16, compiled)
+    for start in range(0, s.shape[0], block):
+        sel.add(start, s[start:start + block])
+    return sel
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("shape,k,c,block", [((50, 70), 5, 4, 7), ((70, 50), 16, 3, 70), ((6, 40), 40, 8, 4)])
+def test_bfloat16_blocks_select_as_a_stable_sort_of_their_values(shape, k, c, block, compiled):
+    """bfloat16 blocks (int16 order keys in the compiled scan), with negatives, signed zeros, infinities
+    and many ties, give the selection of a stable sort of the same bfloat16 values."""
+    g = torch.Generator().manual_seed(7)
+    s = (torch.randn(shape, generator=g) * 3).round().bfloat16()  # few distinct values: ties everywhere
+    s[0, :3] = torch.tensor([-0.0, 0.0, -torch.inf])
+    s[-1, -2:] = torch.tensor([torch.inf, -1e-38])
+    sel = select_bf16(s, k, c, block, compiled)
+    v = s.float().numpy()
+    rv, ri, _, _ = reference(v, min(k, shape[1]))
+    np.testing.assert_array_equal(sel.row_val, rv)
+    if compiled:  # torch.topk does not promise the lower index first among ties
+        np.testing.assert_array_equal(sel.row_idx.numpy(), ri)
+    order = np.argsort(-v.T, axis=1, kind="stable")[:, :min(c, shape[0])]
+    np.testing.assert_array_equal(sel.col_val, np.take_along_axis(v.T, order, 1).T)
+    if compiled:
+        np.testing.assert_array_equal(sel.col_idx.numpy(), order.T)
+
+
+def test_order_keys_round_trip_every_bfloat16_value():
+    from saecore.selection import _key, bf16_keys, from_keys, order_keys
+
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    vals = bits.view(torch.bfloat16)
+    finite = ~torch.isnan(vals)
+    keys = order_keys(bits.numpy())
+    compiled_key = njit(lambda x: _key(x))  # the flip the compiled scans apply
+    np.testing.assert_array_equal(keys[::97], [compiled_key(x) for x in bits.numpy()[::97]])
+    np.testing.assert_array_equal(from_keys(keys)[finite.numpy()], vals.float().numpy()[finite.numpy()])
+    ordered = np.argsort(keys[finite.numpy()], kind="stable")
+    f = vals.float().numpy()[finite.numpy()]
+    assert np.all(np.diff(f[ordered]) >= 0)
+    assert bf16_keys(vals).dtype == np.int16
 
 
 def test_ties_keep_the_lower_index():
