@@ -42,9 +42,13 @@ DENSE_FALLBACK_CELLS = 16384 * 16384
 # Fraction of rows the first round's thresholds cannot certify beyond which a small enough problem
 # goes to the dense solver (independent dictionaries: top-K lists carry no signal there).
 FALLBACK_UNCERTIFIED_FRAC = 0.5
+# Fraction of rows a low-precision screen leaves uncleared beyond which rows are rescanned in float32, whose
+# narrower bound leaves far fewer entries to score exactly on near-duplicate dictionaries.
+FLOAT32_RESCAN_FRAC = 0.25
 # Memory for the kept entries of rows the first certificate pass could not clear, re-checked in later rounds.
 DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
-# A kept row holds its entries within this much of its potential (at least 8 rounding margins).
+# A kept row holds its entries within KEEP_SLACK + 2 margins of its potential: reusable while U_i drops
+# by less than KEEP_SLACK.
 KEEP_SLACK = 0.01
 # Rows per column the candidate pass keeps, so that most columns' runner-ups are settled without a recompute.
 COL_DEPTH = 8
@@ -149,13 +153,15 @@ def _compiled(block: torch.Tensor) -> bool:
 
 class _Scanner:
     """Finds excluded pairs that may violate the certificate. Rows the thresholds cannot clear are few
-    and recur from round to round: each is computed once and its entries above U_i - KEEP_SLACK are
-    kept (up to a byte budget), which suffices for every later round in which U_i has not dropped by
-    more than KEEP_SLACK - 2 * margin; only such rows are computed again."""
+    and recur from round to round: each is computed once and its entries above U_i - KEEP_SLACK - 2 * margin
+    are kept (up to a byte budget), which suffices for every later round in which U_i has not dropped by
+    more than KEEP_SLACK; only such rows are computed again."""
 
-    def __init__(self, a_n: torch.Tensor, b_n: torch.Tensor, sign: str, block_bytes: int, cache_bytes: int):
-        self.a_n, self.b_n, self.sign = a_n, b_n, sign
-        self.block_bytes = block_bytes
+    def __init__(self, a_n: torch.Tensor, b_n: torch.Tensor, sign: str, block_bytes: int, cache_bytes: int,
+                 dtype: torch.dtype = torch.float32):
+        self.a_n, self.b_n, self.sign, self.dtype = a_n, b_n.to(dtype), sign, dtype
+        # A low-precision block is widened to float32 for the scans: leave room for both copies.
+        self.block_bytes = block_bytes if dtype == torch.float32 else block_bytes // 3
         self.n, self.m = a_n.shape[0], b_n.shape[0]
         self.max_entries = cache_bytes // 20  # row, column (int64) and value (float32) per kept entry
         self.floor = np.full(self.n, np.inf)  # kept row i holds all its entries > floor[i]; inf: not kept
@@ -167,8 +173,8 @@ class _Scanner:
     def _blocks(self, rows: np.ndarray):
         """Yield (rows, similarity block) for `rows`, a bounded block at a time (each block valid until the next)."""
         a_rows = self.a_n[torch.as_tensor(rows, device=self.a_n.device)]
-        for start, block in similarity_blocks(a_rows, self.b_n, self.sign, budget_bytes=self.block_bytes):
-            yield rows[start:start + len(block)], block
+        for start, block in similarity_blocks(a_rows, self.b_n, self.sign, self.dtype, self.block_bytes):
+            yield rows[start:start + len(block)], block.float()
 
     def _entries(self, r: np.ndarray, block: torch.Tensor, floor: np.ndarray):
         """(rows, cols, values) of the block's entries above each row's float32 floor."""
@@ -217,11 +223,13 @@ class _Scanner:
         rc -= torch.as_tensor(V, dtype=torch.float32, device=dev)[None, :]
         return _collect(rc, torch.as_tensor(r, device=dev), margin, per_row)
 
-    def scan(self, U: np.ndarray, V: np.ndarray, t_row: np.ndarray, margin: float, per_row: int):
-        """(rows, cols, overflow, rows_checked) of pairs with float32 s - U - V > -margin, over the
-        rows whose threshold t_i (bound on every excluded s_ij) does not already clear them."""
+    def scan(self, U: np.ndarray, V: np.ndarray, t_row: np.ndarray, margin: float, per_row: int,
+             clear_margin: float):
+        """(rows, cols, overflow, rows_checked) of pairs with computed s - U - V > -margin (margin: the
+        error of that value), over the rows whose threshold t_i (a bound on every excluded s_ij) is not
+        below U_i by clear_margin."""
         empty = np.zeros(0, np.int64)
-        unc_rows = np.nonzero(t_row + margin > U)[0]
+        unc_rows = np.nonzero(t_row + clear_margin > U)[0]
         if len(unc_rows) == 0:
             return empty, empty, False, 0
         # A kept list is complete for this round while U_i - 2 * margin stays above its floor (then no
@@ -231,7 +239,7 @@ class _Scanner:
         self.rows_computed += len(fresh)
         found, new, room = [], [], self.max_entries - len(self.e_row)
         for r, block in self._blocks(fresh):
-            floor = (U[r] - max(KEEP_SLACK, 8 * margin)).astype(np.float32)
+            floor = (U[r] - (KEEP_SLACK + 2 * margin)).astype(np.float32)
             got = self._entries(r, block, floor)
             if len(got[0]) <= room:  # kept for later rounds, scanned below with the other kept rows
                 new.append(got)
@@ -345,7 +353,9 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
     # that column.
     wide = row_val[:, 0] < 2 * row_val[:, k - 1]
     wide |= col_arg[row_idx[:, 0]] != np.arange(n)
-    scanner = _Scanner(a_n, b_n, sign, block_bytes, cache_bytes)
+    scanner = _Scanner(a_n, b_n, sign, block_bytes, cache_bytes, dtype)
+    # Rows are rescanned in the screen's dtype: its bound joins the float32 margin of every reduced cost.
+    scan_err = bound.widest if dtype != torch.float32 else 0.0
     width = np.where(wide, k_wide, k)
     # t_i: a proven bound on every entry of row i outside its first width_i screened candidates.
     t_row = bound.row_ceiling(row_val[np.arange(n), width - 1], np.arange(n))
@@ -372,11 +382,15 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
         solver.solve(g)
         lap("solve")
         U, V = solver.potentials
-        if (rnd == 1 and n * m <= dense_fallback_cells
-                and np.mean(t_row + rounding_margin(d_in, device=a_n.device) > U) > FALLBACK_UNCERTIFIED_FRAC):
-            return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+        if rnd == 1:
+            uncleared = float(np.mean(t_row + rounding_margin(d_in, device=a_n.device) > U))
+            info["screen"]["uncleared"] = uncleared
+            if n * m <= dense_fallback_cells and uncleared > FALLBACK_UNCERTIFIED_FRAC:
+                return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
+            if scan_err and uncleared > FLOAT32_RESCAN_FRAC:
+                scanner, scan_err = _Scanner(a_n, b_n, sign, block_bytes, cache_bytes, torch.float32), 0.0
         margin = rounding_margin(d_in, float(np.abs(U).max() + np.abs(V).max()), a_n.device)
-        cr, cc, overflow, n_rows = scanner.scan(U, V, t_row, margin, per_row)
+        cr, cc, overflow, n_rows = scanner.scan(U, V, t_row, margin + scan_err, per_row, margin)
         new = g.missing(cr, cc)
         cr, cc = cr[new], cc[new]
         lap("certify")
@@ -398,7 +412,8 @@ def certified_assignment(a_n: torch.Tensor, b_n: torch.Tensor, sign: str = "sign
     if not info["certified"] and n * m <= dense_fallback_cells:
         return _dense_fallback(a_n, b_n, sign, info, len(g.rows))
     top2, redone = _best_two(a_n, b_n, sign, g, sel, bound, t_row, block_bytes)
-    info["recomputed"] = {"rows_float32": scanner.rows_computed, "pairs_float64": scored + redone.pop("scored"),
+    info["screen"]["rescan"] = str(scanner.dtype).removeprefix("torch.")
+    info["recomputed"] = {"rows_rescanned": scanner.rows_computed, "pairs_float64": scored + redone.pop("scored"),
                           **redone}
     lap("runner_ups")
     rows = np.arange(n, dtype=np.int64)

@@ -18,6 +18,8 @@ from saecore.similarity import DEFAULT_BLOCK_BYTES, similarity_blocks
 
 # Columns per parallel task in the column scan: large enough to amortise, small enough to balance.
 COL_CHUNK = 2048
+# Entries compared at once before the scans look at them one by one (a multiple of the SIMD width).
+LANES = 64
 
 
 def _key(x):
@@ -70,29 +72,45 @@ def _sift_down(hv, hi, size, pos):
 
 
 @njit(cache=True, parallel=True)
-def _rows_topk(s, k, out_val, out_idx):
+def _rows_topk(s, k, out_val, out_idx, lowest):
     """out_val/out_idx[i] = the k largest entries of s[i], sorted descending (ties: lower index first);
-    out_val holds order keys (see `_key`)."""
+    out_val holds order keys (see `_key`), `lowest` a key below every number's.
+
+    A vectorised pass takes the maximum of each run of LANES entries; the k-th largest of those maxima
+    (gate) is at most the row's k-th largest entry, so only runs whose maximum reaches it can hold the
+    top k, and only those are looked at one by one, in index order, through a bounded min-heap."""
     r, m = s.shape
+    n_runs = m // LANES
     for i in prange(r):
         row = s[i]
         hv = np.empty_like(out_val[i])
         hi = np.empty(k, np.int64)
-        for t in range(k):
-            hv[t] = _key(row[t])
-            hi[t] = t
-        for pos in range(k // 2 - 1, -1, -1):
-            _sift_down(hv, hi, k, pos)
-        floor = hv[0]
-        for j in range(k, m):
-            v = _key(row[j])
-            if v > floor:
-                hv[0] = v
-                hi[0] = j
-                _sift_down(hv, hi, k, 0)
-                floor = hv[0]
+        run_max = np.empty(n_runs, hv.dtype)
+        for c in range(n_runs):
+            top = _key(row[c * LANES])
+            for t in range(c * LANES + 1, (c + 1) * LANES):
+                top = max(top, _key(row[t]))
+            run_max[c] = top
+        gate = np.sort(run_max)[n_runs - k] if n_runs >= 2 * k else lowest
+        size = 0
+        for c in range(n_runs + 1):
+            if c < n_runs and run_max[c] < gate:
+                continue
+            for t in range(c * LANES, min(m, (c + 1) * LANES)):
+                v = _key(row[t])
+                if size < k:
+                    if v >= gate:
+                        hv[size] = v
+                        hi[size] = t
+                        size += 1
+                        if size == k:
+                            for pos in range(k // 2 - 1, -1, -1):
+                                _sift_down(hv, hi, k, pos)
+                elif v > hv[0]:
+                    hv[0] = v
+                    hi[0] = t
+                    _sift_down(hv, hi, k, 0)
         # Pop ascending into the output from the back: descending order, lower index first on ties.
-        size = k
         while size > 0:
             size -= 1
             out_val[i, size] = hv[0]
@@ -115,16 +133,24 @@ def _cols_topc(s, row_offset, vals, idx):
         for i in range(r):
             row = s[i]
             gi = row_offset + i
-            for j in range(lo, hi):
-                v = _key(row[j])
-                if v > vals[c - 1, j]:
-                    p = c - 1
-                    while p > 0 and v > vals[p - 1, j]:
-                        vals[p, j] = vals[p - 1, j]
-                        idx[p, j] = idx[p - 1, j]
-                        p -= 1
-                    vals[p, j] = v
-                    idx[p, j] = gi
+            last = vals[c - 1]
+            for j0 in range(lo, hi, LANES):
+                j1 = min(hi, j0 + LANES)
+                hit = False
+                for j in range(j0, j1):
+                    hit |= _key(row[j]) > last[j]
+                if not hit:
+                    continue
+                for j in range(j0, j1):
+                    v = _key(row[j])
+                    if v > vals[c - 1, j]:
+                        p = c - 1
+                        while p > 0 and v > vals[p - 1, j]:
+                            vals[p, j] = vals[p - 1, j]
+                            idx[p, j] = idx[p - 1, j]
+                            p -= 1
+                        vals[p, j] = v
+                        idx[p, j] = gi
 
 
 @njit(cache=True, parallel=True)
@@ -213,7 +239,8 @@ class BlockSelector:
         stop = start + len(s)
         if self.compiled:
             s_np = bf16_keys(s.contiguous()) if s.dtype == torch.bfloat16 else s.contiguous().numpy()
-            _rows_topk(s_np, self.k, self._row_keys[start:stop], self.row_idx[start:stop].numpy())
+            _rows_topk(s_np, self.k, self._row_keys[start:stop], self.row_idx[start:stop].numpy(),
+                       self._row_keys.dtype.type(_KEY_FLOOR[self.dtype]))
             if self.kc:
                 _cols_topc(s_np, start, self._col_keys, self.col_idx.numpy())
             return

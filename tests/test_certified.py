@@ -265,22 +265,25 @@ def test_real_demo_seed_pairs_reach_the_dense_matching(family):
     assert abs(ours.scores.mean() - ref.scores.mean()) < 1e-9
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("cache_bytes", [0, 20 * 300, 1 << 20])
-def test_certificate_scan_equals_brute_force_as_potentials_move(cache_bytes):
+def test_certificate_scan_equals_brute_force_as_potentials_move(cache_bytes, dtype):
     """The scan over kept rows, recomputed rows and uncached blocks finds exactly the pairs a dense
-    float32 evaluation finds, round after round, also when potentials fall below what a kept row covers."""
+    evaluation in the scan's dtype finds, round after round, also when potentials fall below what a
+    kept row covers."""
     from saecore.certified import _Scanner
 
     rng = np.random.default_rng(0)
     a_n, b_n = unit(torch.randn(60, 12, generator=torch.Generator().manual_seed(1))), unit(torch.randn(80, 12))
-    s = (a_n @ b_n.T).numpy()
-    scanner = _Scanner(a_n, b_n, "signed", block_bytes=4 * 80 * 9, cache_bytes=cache_bytes)
+    s = (a_n.to(dtype) @ b_n.to(dtype).T).float().numpy()
+    block = 4 * 80 * 9 * (3 if dtype == torch.bfloat16 else 1)
+    scanner = _Scanner(a_n, b_n, "signed", block_bytes=block, cache_bytes=cache_bytes, dtype=dtype)
     U = np.sort(s, axis=1)[:, -3].astype(np.float64)
     margin = 1e-4
     for rnd in range(6):
         V = np.abs(rng.normal(0, 0.03, 80))
         t_row = U + rng.normal(0, 0.05, 60)  # some rows cleared by their threshold, others scanned
-        got_r, got_c, overflow, n_rows = scanner.scan(U, V, t_row, margin, per_row=80)
+        got_r, got_c, overflow, n_rows = scanner.scan(U, V, t_row, margin, per_row=80, clear_margin=margin)
         unc = t_row + margin > U
         rc = (s - U.astype(np.float32)[:, None]) - V.astype(np.float32)[None, :]
         want = {(i, j) for i, j in zip(*np.nonzero((rc > np.float32(-margin)) & unc[:, None]))}

@@ -113,14 +113,18 @@ def both(a: torch.Tensor, b: torch.Tensor, sign: str = "signed", **kw):
 def test_rows_equal_below_bfloat16_are_told_apart_exactly(copies, k):
     """Each row's optimal partner has copies - 1 look-alikes with the same bfloat16 rows: the screen cannot
     tell them apart, the exact check must. Once look-alikes outnumber the candidates a row keeps (4k),
-    the screen's bound cannot clear the row and it is recomputed in float32 (the fall-back)."""
+    the screen's bound cannot clear the row and it is rescanned; when most rows are like that, the
+    rescans switch to float32 (the fall-back)."""
     a, b = below_bf16_pair(30, 96, seed=k, copies=copies)
     ref, ours = both(a, b, k=k)
     assert ours.info["certified"] is True and ours.info["screen"]["dtype"] == "bfloat16"
     assert as_map(ours.rows, ours.cols) == as_map(ref.rows, ref.cols)
     assert as_map(ours.rows, ours.cols) == {i: int(np.nonzero((b == a[i]).all(1))[0][0]) for i in range(len(a))}
     assert abs(ours.scores.mean() - ref.scores.mean()) < 1e-9
-    assert (ours.info["recomputed"]["rows_float32"] > 0) == (copies > 4 * k)
+    assert (ours.info["recomputed"]["rows_rescanned"] > 0) == (copies > 4 * k)
+    assert ours.info["screen"]["rescan"] == ("float32" if ours.info["screen"]["uncleared"] > 0.25 else "bfloat16")
+    if copies > 4 * k:
+        assert ours.info["screen"]["rescan"] == "float32"
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -24,7 +24,8 @@ def select(s: np.ndarray, k: int, block: int) -> BlockSelector:
     return sel
 
 
-@pytest.mark.parametrize("shape,k,block", [((50, 70), 5, 7), ((70, 50), 16, 70), ((33, 40), 40, 4), ((9, 5000), 64, 3)])
+@pytest.mark.parametrize("shape,k,block", [((50, 70), 5, 7), ((70, 50), 16, 70), ((33, 40), 40, 4), ((9, 5000), 64, 3),
+                                           ((30, 4100), 8, 7), ((12, 9000), 64, 5)])  # the last two: gated runs
 def test_compiled_scan_equals_a_stable_sort(shape, k, block):
     s = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     sel = select(s, k, block)
@@ -44,7 +45,8 @@ def select_bf16(s: torch.Tensor, k: int, c: int, block: int, compiled: bool | No
 
 
 @pytest.mark.parametrize("compiled", [True, False])
-@pytest.mark.parametrize("shape,k,c,block", [((50, 70), 5, 4, 7), ((70, 50), 16, 3, 70), ((6, 40), 40, 8, 4)])
+@pytest.mark.parametrize("shape,k,c,block", [((50, 70), 5, 4, 7), ((70, 50), 16, 3, 70), ((6, 40), 40, 8, 4),
+                                             ((20, 3000), 6, 8, 6)])
 def test_bfloat16_blocks_select_as_a_stable_sort_of_their_values(shape, k, c, block, compiled):
     """bfloat16 blocks (int16 order keys in the compiled scan), with negatives, signed zeros, infinities
     and many ties, give the selection of a stable sort of the same bfloat16 values."""
@@ -80,8 +82,9 @@ def test_order_keys_round_trip_every_bfloat16_value():
     assert bf16_keys(vals).dtype == np.int16
 
 
-def test_ties_keep_the_lower_index():
-    s = np.round(np.random.default_rng(1).standard_normal((60, 80)), 0).astype(np.float32)  # few distinct values
+@pytest.mark.parametrize("m", [80, 5000])
+def test_ties_keep_the_lower_index(m):
+    s = np.round(np.random.default_rng(1).standard_normal((60, m)), 0).astype(np.float32)  # few distinct values
     sel = select(s, 6, 11)
     rv, ri, cv, ci = reference(s, 6)
     np.testing.assert_array_equal(sel.row_idx.numpy(), ri)
