@@ -9,6 +9,8 @@ of negative numbers and adding one makes integer order equal float order (-0 and
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from numba import njit, prange, types
@@ -278,11 +280,24 @@ class BlockSelector:
                 self.col_val[:kc].T.copy(), self.col_idx[:kc].T.cpu().numpy().copy())
 
 
+def _load_scans(dtype: torch.dtype) -> None:
+    """Load the compiled scans for `dtype` blocks on a 1 × 2 block (the first compiled call also pays
+    numba's one-time runtime set-up, ~0.5 s)."""
+    BlockSelector(1, 2, 1, torch.device("cpu"), 1, dtype).add(0, torch.zeros((1, 2), dtype=dtype))
+
+
 def select(a_n: torch.Tensor, b_n: torch.Tensor, sign: str, k: int,
            budget_bytes: int = DEFAULT_BLOCK_BYTES, c: int = 2, dtype: torch.dtype = torch.float32) -> BlockSelector:
     """One blockwise pass over a_n · b_nᵀ (inputs rounded to dtype): each row's top-k columns and each
     column's best c rows."""
     sel = BlockSelector(a_n.shape[0], b_n.shape[0], k, a_n.device, c, dtype)
+    # The kernels load in a thread while the first block's matmul runs (torch releases the GIL).
+    loading = threading.Thread(target=_load_scans, args=(dtype,)) if sel.compiled else None
+    if loading is not None:
+        loading.start()
     for start, s in similarity_blocks(a_n, b_n, sign, dtype, budget_bytes):
+        if loading is not None:
+            loading.join()
+            loading = None
         sel.add(start, s)
     return sel
