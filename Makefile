@@ -39,10 +39,11 @@ bench: install
 
 # On a machine with a CUDA GPU (and the packages already there: `make gpu-check PY=python3`):
 # CUDA gives the CPU's matchings, then GPU timings up to 262,144² against the GPU matmul alone.
-# The raw tables land in benchmarks/results/matching_gpu_{16k,65k,262k}.md (summary: matching_gpu.md).
+# The raw tables land in benchmarks/results/matching_gpu_{16k,65k,262k,1m}.md (summary: matching_gpu.md).
 gpu-check:
-	$(PY) -m pytest -q tests/test_gpu.py
-	$(PY) benchmarks/matching.py --sizes 262144 --kinds realistic --methods matmul-cuda certified-cuda --out benchmarks/results/matching_gpu_262k.md
+	$(PY) -m pytest -q tests/test_gpu.py tests/test_screening.py
+	$(PY) benchmarks/matching.py --sizes 262144 --kinds realistic --methods matmul-cuda certified-cuda certified-fp32-cuda --out benchmarks/results/matching_gpu_262k.md
+	$(PY) benchmarks/matching.py --sizes 1048576 --kinds realistic --methods certified-cuda --out benchmarks/results/matching_gpu_1m.md
 	$(PY) benchmarks/matching.py --sizes 65536 --methods certified-cpu matmul-cuda certified-cuda --out benchmarks/results/matching_gpu_65k.md
 	$(PY) benchmarks/matching.py --sizes 16384 --methods dense certified-cpu matmul matmul-cuda certified-cuda --out benchmarks/results/matching_gpu_16k.md
 

@@ -66,3 +66,36 @@ def test_match_decoders_on_cuda_equals_cpu(dead):
     assert live_pairs(gpu) == live_pairs(cpu)
     np.testing.assert_array_equal(gpu.runner_up_a[live_a], cpu.runner_up_a[live_a])
     np.testing.assert_allclose(gpu.runner_up_score_a[live_a], cpu.runner_up_score_a[live_a], atol=1e-6)
+
+
+@pytest.mark.parametrize("sign", ["signed", "abs"])
+def test_cuda_bfloat16_screen_stays_within_its_bound(sign):
+    """Tensor-core bfloat16 blocks (reduced-precision reductions off) stay within the proven bound on the
+    adversarial rows of tests/test_screening.py."""
+    from test_screening import cases, exact
+
+    from saecore.screening import exact_accumulation, screen_bound
+    from saecore.similarity import similarity_blocks
+
+    for name, (a, b) in cases().items():
+        a_c, b_c = a.cuda(), b.cuda()
+        bound = screen_bound(a_c, b_c, torch.bfloat16)
+        got = np.empty((len(a), len(b)))
+        with exact_accumulation(a_c.device):
+            for start, block in similarity_blocks(a_c, b_c, sign, torch.bfloat16, budget_bytes=1 << 16):
+                got[start:start + len(block)] = block.float().cpu().numpy()
+        rows, cols = np.indices(got.shape)
+        assert np.all(np.abs(got - exact(a, b, sign)) <= bound.radius(got, rows, cols)), name
+
+
+@pytest.mark.parametrize("screen", ["bfloat16", "float32"])
+def test_both_screens_on_cuda_reach_the_cpu_matching_and_runner_ups(screen):
+    a, b = realistic_pair(3000, 96, seed=5, split_frac=0.2)
+    cpu, gpu = both(a, b, dense_fallback_cells=0, screen=screen)
+    assert gpu.info["screen"]["dtype"] == screen and gpu.info["certified"]
+    np.testing.assert_array_equal(gpu.cols, cpu.cols)
+    rv, ri, cv, ci = gpu.top2
+    np.testing.assert_array_equal(ri, cpu.top2[1])
+    np.testing.assert_array_equal(ci, cpu.top2[3])
+    np.testing.assert_allclose(rv, cpu.top2[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cv, cpu.top2[2], rtol=0, atol=1e-12)
