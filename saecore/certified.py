@@ -29,7 +29,7 @@ import torch
 from saecore import sparse_assignment as sa
 from saecore.matching import Assignment, Top2, pair_scores, solve_dense
 from saecore.screening import exact_accumulation, rounding_margin, screen_bound, screen_dtype
-from saecore.selection import distinct_keys, entries_above, select
+from saecore.selection import bf16_entries_above, distinct_keys, entries_above, select
 from saecore.similarity import DEFAULT_BLOCK_BYTES, check_sign, similarity_blocks
 from saecore.top_two import column_candidates, column_ceiling, exact_best_two, settle_both
 
@@ -174,15 +174,20 @@ class _Scanner:
         """Yield (rows, similarity block) for `rows`, a bounded block at a time (each block valid until the next)."""
         a_rows = self.a_n[torch.as_tensor(rows, device=self.a_n.device)]
         for start, block in similarity_blocks(a_rows, self.b_n, self.sign, self.dtype, self.block_bytes):
-            yield rows[start:start + len(block)], block.float()
+            # The compiled CPU scans read bfloat16 blocks as they are; torch ops (GPUs) get float32.
+            yield rows[start:start + len(block)], (block if _compiled(block) else block.float())
 
     def _entries(self, r: np.ndarray, block: torch.Tensor, floor: np.ndarray):
-        """(rows, cols, values) of the block's entries above each row's float32 floor."""
+        """(rows, cols, values, floors) of the block's entries above each row's float32 floor (the floors a
+        bfloat16 block used: rounded down to bfloat16)."""
+        if _compiled(block) and block.dtype == torch.bfloat16:
+            t, j, vals, used = bf16_entries_above(block, floor)
+            return r[t], j, vals, used
         if _compiled(block):
             t, j = entries_above(block.numpy(), np.arange(len(r)), floor, np.zeros(self.m, np.float32), 0.0)
-            return r[t], j, block.numpy()[t, j]
+            return r[t], j, block.numpy()[t, j], floor
         ti, ji = torch.nonzero(block > torch.as_tensor(floor, device=block.device)[:, None], as_tuple=True)
-        return r[ti.cpu().numpy()], ji.cpu().numpy(), block[ti, ji].cpu().numpy()
+        return r[ti.cpu().numpy()], ji.cpu().numpy(), block[ti, ji].cpu().numpy(), floor
 
     def _forget(self, rows: np.ndarray) -> None:
         """Drop the kept entries of rows that are about to be computed again."""
@@ -240,13 +245,13 @@ class _Scanner:
         found, new, room = [], [], self.max_entries - len(self.e_row)
         for r, block in self._blocks(fresh):
             floor = (U[r] - (KEEP_SLACK + 2 * margin)).astype(np.float32)
-            got = self._entries(r, block, floor)
+            *got, used = self._entries(r, block, floor)
             if len(got[0]) <= room:  # kept for later rounds, scanned below with the other kept rows
                 new.append(got)
                 room -= len(got[0])
-                self.floor[r] = floor
+                self.floor[r] = used
             else:
-                found.append(self._scan_block(r, block, U, V, margin, per_row))
+                found.append(self._scan_block(r, block.float(), U, V, margin, per_row))
         if new:
             rows, cols, vals = zip(*new)
             self.e_row = np.concatenate([self.e_row, *rows])

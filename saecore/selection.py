@@ -182,6 +182,57 @@ def _fill_above(mat, idx, u, v, floor, offsets, out_t, out_j):
                 p += 1
 
 
+@njit(cache=True, parallel=True)
+def _count_keys_above(s, floor, counts):
+    """counts[t] = how many j have key(s[t, j]) > floor[t] (order keys, see `_key`)."""
+    for t in prange(s.shape[0]):
+        row = s[t]
+        f = floor[t]
+        c = 0
+        for j in range(row.shape[0]):
+            c += _key(row[j]) > f
+        counts[t] = c
+
+
+@njit(cache=True, parallel=True)
+def _fill_keys_above(s, floor, offsets, out_t, out_j):
+    """Write the (t, j) counted by _count_keys_above, row t's from offsets[t] on, j ascending."""
+    for t in prange(s.shape[0]):
+        row = s[t]
+        f = floor[t]
+        p = offsets[t]
+        for j in range(row.shape[0]):
+            if _key(row[j]) > f:
+                out_t[p] = t
+                out_j[p] = j
+                p += 1
+
+
+def bf16_floor_keys(floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each float floor rounded down to a bfloat16 number: (its order key, its float32 value). An entry
+    whose key is above the key is above the value, and every entry above the floor is among them."""
+    f32 = np.asarray(floor, np.float32)
+    bits = f32.view(np.uint32).astype(np.uint64)
+    down = np.where(f32 > 0, bits >> 16, (bits + 0xFFFF) >> 16).astype(np.uint16)  # towards -inf
+    keys = order_keys(down.view(np.int16))
+    return keys, from_keys(keys)
+
+
+def bf16_entries_above(block: torch.Tensor, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(t, j, float32 values, floors used) of the entries of a bfloat16 CPU block above each row's floor
+    (rounded down to bfloat16), read as order keys: no float32 copy of the block is made."""
+    keys = bf16_keys(block.contiguous())
+    kf, used = bf16_floor_keys(floor)
+    counts = np.empty(len(keys), np.int64)
+    _count_keys_above(keys, kf, counts)
+    offsets = np.zeros(len(keys), np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    total = int(counts.sum())
+    t, j = np.empty(total, np.int64), np.empty(total, np.int64)
+    _fill_keys_above(keys, kf, offsets, t, j)
+    return t, j, torch.from_numpy(keys[t, j]).view(torch.bfloat16).float().numpy(), used
+
+
 def entries_above(mat: np.ndarray, idx: np.ndarray, u: np.ndarray, v: np.ndarray, floor: float,
                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(t, j) with (mat[idx[t], j] - u[t]) - v[j] > floor, evaluated in float32 like the same torch

@@ -137,3 +137,23 @@ def test_entries_above_equal_the_float32_torch_expression():
     np.testing.assert_array_equal(j, want_j.numpy())
     assert entries_above(mat.numpy(), idx, u, v, -0.1, limit=len(t) - 1) is None
     assert entries_above(mat.numpy(), idx[:0], u[:0], v, -0.1)[0].shape == (0,)
+
+
+def test_bfloat16_entries_above_their_floor_equal_a_float_comparison():
+    """Floors are rounded down to bfloat16 (never up), and the entries read as keys are exactly those whose
+    value is above that rounded floor: a superset of the entries above the floor asked for."""
+    from saecore.selection import bf16_entries_above, bf16_floor_keys
+
+    g = torch.Generator().manual_seed(9)
+    block = (torch.randn(40, 300, generator=g) * 0.3).bfloat16()
+    floor = np.concatenate([np.linspace(-0.6, 0.6, 39), [0.0]]).astype(np.float32)
+    floor[5] = float(block[5, 7].float())  # a floor equal to an entry: that entry is not above it
+    t, j, vals, used = bf16_entries_above(block, floor)
+    v = block.float().numpy()
+    assert np.all(used <= floor) and np.array_equal(used, bf16_floor_keys(floor)[1])
+    assert np.all(torch.tensor(used).bfloat16().float().numpy() == used)  # bfloat16 numbers
+    want_t, want_j = np.nonzero(v > used[:, None])
+    np.testing.assert_array_equal(t, want_t)
+    np.testing.assert_array_equal(j, want_j)
+    np.testing.assert_array_equal(vals, v[want_t, want_j])
+    assert set(zip(*np.nonzero(v > floor[:, None]))) <= set(zip(t.tolist(), j.tolist()))
