@@ -40,7 +40,7 @@ FLUSHED = 2.0 ** -126  # smallest normal float32/bfloat16: anything below may be
 # float32 matmul input rounding torch may apply at each precision setting (mantissa of the inputs it uses).
 _F32_INPUT_U = {"highest": 0.0, "high": 2.0 ** -11, "medium": 2.0 ** -8}
 SCREENS = ("auto", "bfloat16", "float32")
-
+# Unit roundoff of a float32 dot product at each torch precision setting (its inputs may be rounded).
 _MANTISSA_EPS = {"highest": 2.0 ** -24, "high": 2.0 ** -11, "medium": 2.0 ** -8}
 
 
