@@ -116,11 +116,12 @@ class ScreenBound:
     col_err: np.ndarray
     const: float
     rel: float
+    largest: float  # a bound on every |screened s_ij|
 
     @property
     def widest(self) -> float:
-        """The largest bound of any entry with |s̃| <= 1."""
-        return float(self.row_err.max(initial=0) + self.col_err.max(initial=0) + self.const + self.rel)
+        """The largest bound of any entry."""
+        return float(self.row_err.max(initial=0) + self.col_err.max(initial=0) + self.const + self.rel * self.largest)
 
     def _upper(self, screened: np.ndarray, err: np.ndarray, other_max: float) -> np.ndarray:
         s = np.asarray(screened, np.float64)
@@ -166,4 +167,5 @@ def screen_bound(a_n: torch.Tensor, b_n: torch.Tensor, dtype: torch.dtype) -> Sc
     hb_max = float(hb.max(initial=0))
     row_err = (ea + gamma * ha) * hb_max
     col_err = float(na.max(initial=0)) * eb
-    return ScreenBound(dtype, row_err, col_err, 2 * d * FLUSHED + 2.0 ** -133, rel)
+    largest = float(ha.max(initial=0)) * hb_max * (1 + gamma) * (1 + rel) + 2 * d * FLUSHED
+    return ScreenBound(dtype, row_err, col_err, 2 * d * FLUSHED + 2.0 ** -133, rel, largest)

@@ -70,6 +70,7 @@ def test_every_screened_entry_is_within_its_bound(name, sign, dtype):
     rows, cols = np.indices(got.shape)
     radius = bound.radius(got, rows, cols)
     assert np.all(np.abs(got - want) <= radius), f"worst excess {np.max(np.abs(got - want) - radius):.3g}"
+    assert np.abs(got).max() <= bound.largest and radius.max() <= bound.widest  # what the rescans' margin uses
 
 
 def test_the_bound_is_nearly_reached_by_worst_case_rounding():
