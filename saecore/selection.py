@@ -324,12 +324,6 @@ class BlockSelector:
         vals[self.col_idx[:self.kc].cpu().numpy() < 0] = -np.inf
         return vals
 
-    def top2(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row_vals (n, ≤2), row_idx, col_vals (m, ≤2), col_idx) as numpy, best first."""
-        kr, kc = min(2, self.k), min(2, self.kc)
-        return (self.row_val[:, :kr].copy(), self.row_idx[:, :kr].cpu().numpy().copy(),
-                self.col_val[:kc].T.copy(), self.col_idx[:kc].T.cpu().numpy().copy())
-
 
 def _load_scans(dtype: torch.dtype) -> None:
     """Load the compiled scans for `dtype` blocks on a 1 × 2 block (the first compiled call also pays
