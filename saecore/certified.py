@@ -14,8 +14,9 @@ are recomputed once and their entries near U_i kept (a few hundred per row), whi
 re-check without another matmul.
 The candidate pass runs in bfloat16 where the hardware makes that faster (`saecore.screening`): its
 values are trusted only up to a proven per-entry bound, which every exclusion (a row's threshold
-t_i, the runner-ups) adds in. Rows it cannot clear are recomputed in float32, whose rounding bound
-decides which entries are re-evaluated in float64, so the result is certified for the float64 problem.
+t_i, the runner-ups) adds in. Rows it cannot clear are rescanned in the screen's dtype with that bound
+in the margin (in float32 once a quarter of the rows stay uncleared), and the entries inside the margin
+are re-evaluated in float64, so the result is certified for the float64 problem.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class _Scanner:
     def __init__(self, a_n: torch.Tensor, b_n: torch.Tensor, sign: str, block_bytes: int, cache_bytes: int,
                  dtype: torch.dtype = torch.float32):
         self.a_n, self.b_n, self.sign, self.dtype = a_n, b_n.to(dtype), sign, dtype
-        # A low-precision block is widened to float32 for the scans: leave room for both copies.
+        # A low-precision block may be widened to float32 (GPU scans, over-budget rows): room for both copies.
         self.block_bytes = block_bytes if dtype == torch.float32 else block_bytes // 3
         self.n, self.m = a_n.shape[0], b_n.shape[0]
         self.max_entries = cache_bytes // 20  # row, column (int64) and value (float32) per kept entry
