@@ -20,8 +20,10 @@ from saecore.similarity import DEFAULT_BLOCK_BYTES, similarity_blocks
 
 # Columns per parallel task in the column scan: large enough to amortise, small enough to balance.
 COL_CHUNK = 2048
-# Entries compared at once before the scans look at them one by one (a multiple of the SIMD width).
+# Row entries whose maximum is taken at once before the row scan looks at them one by one.
 LANES = 64
+# Rows whose column maxima are taken at once before the column scan looks at them one by one.
+GROUP = 16
 
 
 def _key(x):
@@ -34,6 +36,31 @@ def _key_impl(x):
     if x == types.int16:
         return lambda x: (x ^ ((x >> 15) & 0x7FFF)) - (x >> 15)
     return lambda x: x
+
+
+def _ceiling(x):
+    """An order key at least the key of every entry of a run, from the run's maximum as `run_tops` gives it."""
+    return max(x, 0)
+
+
+@overload(_ceiling, inline="always")
+def _ceiling_impl(x):
+    if x == types.int16:
+        # The largest int16 bit pattern is the largest entry when that is >= +0 (whose keys equal their
+        # bits); when it is negative, every entry is <= -0, whose key is 0.
+        return lambda x: max(x, np.int16(0))
+    return lambda x: max(x, np.float32(0.0))
+
+
+def run_tops(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Maxima of each row's runs of LANES entries and of each column's groups of GROUP rows, by torch's
+    vectorised reductions; bfloat16 blocks by their int16 bit patterns, where max is 3x faster and
+    `_ceiling` turns the result into a bound."""
+    x = s.view(torch.int16) if s.dtype == torch.bfloat16 else s
+    r, m = x.shape
+    runs = x[:, :m // LANES * LANES].unflatten(1, (m // LANES, LANES)).amax(-1)
+    groups = x[:r // GROUP * GROUP].unflatten(0, (r // GROUP, GROUP)).amax(1)
+    return runs.numpy(), groups.numpy()
 
 
 def bf16_keys(block: torch.Tensor) -> np.ndarray:
@@ -74,29 +101,31 @@ def _sift_down(hv, hi, size, pos):
 
 
 @njit(cache=True, parallel=True)
-def _rows_topk(s, k, out_val, out_idx, lowest):
+def _rows_topk(s, run_top, k, out_val, out_idx, lowest):
     """out_val/out_idx[i] = the k largest entries of s[i], sorted descending (ties: lower index first);
     out_val holds order keys (see `_key`), `lowest` a key below every number's.
 
-    A vectorised pass takes the maximum of each run of LANES entries; the k-th largest of those maxima
-    (gate) is at most the row's k-th largest entry, so only runs whose maximum reaches it can hold the
-    top k, and only those are looked at one by one, in index order, through a bounded min-heap."""
+    run_top[i, c] bounds run c (entries c·LANES … c·LANES + LANES - 1) of row i from above (see
+    `_ceiling`). Unless the k-th largest of those bounds (gate) is at most zero, k runs hold an entry
+    at least the gate, so only runs whose bound reaches it can hold the top k, and only those are looked
+    at one by one, in index order, through a bounded min-heap."""
     r, m = s.shape
-    n_runs = m // LANES
+    n_runs = run_top.shape[1]
     for i in prange(r):
         row = s[i]
         hv = np.empty_like(out_val[i])
         hi = np.empty(k, np.int64)
-        run_max = np.empty(n_runs, hv.dtype)
+        ceil = np.empty(n_runs, hv.dtype)
         for c in range(n_runs):
-            top = _key(row[c * LANES])
-            for t in range(c * LANES + 1, (c + 1) * LANES):
-                top = max(top, _key(row[t]))
-            run_max[c] = top
-        gate = np.sort(run_max)[n_runs - k] if n_runs >= 2 * k else lowest
+            ceil[c] = _ceiling(run_top[i, c])
+        gate = lowest
+        if n_runs >= 2 * k:
+            gate = np.partition(ceil, n_runs - k)[n_runs - k]
+            if gate <= 0:
+                gate = lowest
         size = 0
         for c in range(n_runs + 1):
-            if c < n_runs and run_max[c] < gate:
+            if c < n_runs and ceil[c] < gate:
                 continue
             for t in range(c * LANES, min(m, (c + 1) * LANES)):
                 v = _key(row[t])
@@ -123,28 +152,25 @@ def _rows_topk(s, k, out_val, out_idx, lowest):
 
 
 @njit(cache=True, parallel=True)
-def _cols_topc(s, row_offset, vals, idx):
+def _cols_topc(s, group_top, row_offset, vals, idx):
     """Fold block s (rows row_offset…) into each column's running best rows: vals/idx (c, m), best first,
-    vals as order keys (see `_key`)."""
+    vals as order keys (see `_key`). group_top[g, j] bounds rows g·GROUP … g·GROUP + GROUP - 1 of column
+    j from above (see `_ceiling`); a group that cannot beat the column's c-th best is not read."""
     r, m = s.shape
     c = vals.shape[0]
+    n_groups = group_top.shape[0]
     n_chunks = (m + COL_CHUNK - 1) // COL_CHUNK
     for ch in prange(n_chunks):
         lo = ch * COL_CHUNK
         hi = min(m, lo + COL_CHUNK)
-        for i in range(r):
-            row = s[i]
-            gi = row_offset + i
-            last = vals[c - 1]
-            for j0 in range(lo, hi, LANES):
-                j1 = min(hi, j0 + LANES)
-                hit = False
-                for j in range(j0, j1):
-                    hit |= _key(row[j]) > last[j]
-                if not hit:
+        for g in range(n_groups + 1):
+            r0 = g * GROUP
+            r1 = r if g == n_groups else r0 + GROUP
+            for j in range(lo, hi):
+                if g < n_groups and _ceiling(group_top[g, j]) <= vals[c - 1, j]:
                     continue
-                for j in range(j0, j1):
-                    v = _key(row[j])
+                for i in range(r0, r1):
+                    v = _key(s[i, j])
                     if v > vals[c - 1, j]:
                         p = c - 1
                         while p > 0 and v > vals[p - 1, j]:
@@ -152,7 +178,7 @@ def _cols_topc(s, row_offset, vals, idx):
                             idx[p, j] = idx[p - 1, j]
                             p -= 1
                         vals[p, j] = v
-                        idx[p, j] = gi
+                        idx[p, j] = row_offset + i
 
 
 @njit(cache=True, parallel=True)
@@ -291,11 +317,13 @@ class BlockSelector:
         """Fold rows start … start + len(s) of the matrix into the running selections."""
         stop = start + len(s)
         if self.compiled:
-            s_np = bf16_keys(s.contiguous()) if s.dtype == torch.bfloat16 else s.contiguous().numpy()
-            _rows_topk(s_np, self.k, self._row_keys[start:stop], self.row_idx[start:stop].numpy(),
+            s = s.contiguous()
+            s_np = bf16_keys(s) if s.dtype == torch.bfloat16 else s.numpy()
+            runs, groups = run_tops(s)
+            _rows_topk(s_np, runs, self.k, self._row_keys[start:stop], self.row_idx[start:stop].numpy(),
                        self._row_keys.dtype.type(_KEY_FLOOR[self.dtype]))
             if self.kc:
-                _cols_topc(s_np, start, self._col_keys, self.col_idx.numpy())
+                _cols_topc(s_np, groups, start, self._col_keys, self.col_idx.numpy())
             return
         self._row_vals[start:stop], self.row_idx[start:stop] = s.topk(self.k, dim=1)
         if not self.kc:

@@ -72,6 +72,37 @@ def test_bfloat16_blocks_select_as_a_stable_sort_of_their_values(shape, k, c, bl
         np.testing.assert_array_equal(sel.col_idx.numpy(), order.T)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("block", [17, 40])
+def test_run_and_group_bounds_never_skip_an_entry_of_the_top(dtype, block):
+    """Rows and column groups that are mostly or wholly negative (their bound is clamped at zero), signed
+    zeros, rows with fewer positive runs than k, and shapes that are no multiple of the run or group
+    length: the gated scans still give a stable sort's selection."""
+    from saecore.selection import GROUP, LANES
+
+    g = torch.Generator().manual_seed(11)
+    n, m, k, c = 53, 20 * LANES + 13, 5, 3
+    s = -((torch.randn((n, m), generator=g).abs() * 2).round() / 4 + 0.25)  # < 0, with many ties
+    for i in range(0, n, 2):  # even rows: positives in i % 7 runs (fewer than k for some)
+        for r in range(i % 7):
+            s[i, r * 3 * LANES + i] = 1.0 + r / 8
+    s[:, 5 * LANES: 5 * LANES + LANES] = -3.0  # a run that is negative in every row
+    s[GROUP: 2 * GROUP, :7] = -0.0  # a column group of signed zeros only
+    s[-3:, -5:] = torch.tensor([0.5, -0.0, 0.0, 2.0, 2.0])
+    s = s.to(dtype)
+    sel = BlockSelector(n, m, k, torch.device("cpu"), c, dtype)
+    assert sel.compiled
+    for start in range(0, n, block):
+        sel.add(start, s[start:start + block])
+    v = s.float().numpy()
+    rv, ri, _, _ = reference(v, k)
+    np.testing.assert_array_equal(sel.row_val, rv)
+    np.testing.assert_array_equal(sel.row_idx.numpy(), ri)
+    order = np.argsort(-v.T, axis=1, kind="stable")[:, :c]
+    np.testing.assert_array_equal(sel.col_val, np.take_along_axis(v.T, order, 1).T)
+    np.testing.assert_array_equal(sel.col_idx.numpy(), order.T)
+
+
 def test_order_keys_round_trip_every_bfloat16_value():
     from saecore.selection import _key, bf16_keys, from_keys, order_keys
 
