@@ -30,7 +30,7 @@ import torch
 from saecore import sparse_assignment as sa
 from saecore.matching import Assignment, Top2, pair_scores, solve_dense
 from saecore.screening import exact_accumulation, rounding_margin, screen_bound, screen_dtype
-from saecore.selection import bf16_entries_above, distinct_keys, entries_above, select
+from saecore.selection import bf16_entries_above, distinct_keys, entries_above, listed_above, select
 from saecore.similarity import DEFAULT_BLOCK_BYTES, check_sign, similarity_blocks
 from saecore.top_two import column_candidates, column_ceiling, exact_best_two, settle_both
 
@@ -205,13 +205,11 @@ class _Scanner:
         """(rows, cols, overflow) over the kept entries of `rows`, in float32 as the block scan computes it."""
         want = np.zeros(self.n, bool)
         want[rows] = True
-        sel = want[self.e_row]
-        er, ec = self.e_row[sel], self.e_col[sel]
-        rc = (self.e_val[sel] - U.astype(np.float32)[er]) - V.astype(np.float32)[ec]
-        hit = rc > np.float32(-margin)
-        er, ec, rc = er[hit], ec[hit], rc[hit]
+        hit = listed_above(self.e_row, self.e_col, self.e_val, want, U, V, -margin)
+        er, ec = self.e_row[hit], self.e_col[hit]
         if len(er) <= per_row * len(rows):
             return er, ec, False
+        rc = (self.e_val[hit] - U.astype(np.float32)[er]) - V.astype(np.float32)[ec]
         order = np.lexsort((-rc, er))  # by row, largest reduced cost first
         er, ec = er[order], ec[order]
         rank = np.arange(len(er)) - np.searchsorted(er, er)

@@ -39,7 +39,8 @@ def _key_impl(x):
 
 
 def _ceiling(x):
-    """An order key at least the key of every entry of a run, from the run's maximum as `run_tops` gives it."""
+    """An order key at least the key of every entry of a run, from its maximum as `run_tops` or
+    `group_tops` gives it."""
     return max(x, 0)
 
 
@@ -52,15 +53,22 @@ def _ceiling_impl(x):
     return lambda x: max(x, np.float32(0.0))
 
 
-def run_tops(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Maxima of each row's runs of LANES entries and of each column's groups of GROUP rows, by torch's
-    vectorised reductions; bfloat16 blocks by their int16 bit patterns, where max is 3x faster and
-    `_ceiling` turns the result into a bound."""
-    x = s.view(torch.int16) if s.dtype == torch.bfloat16 else s
-    r, m = x.shape
-    runs = x[:, :m // LANES * LANES].unflatten(1, (m // LANES, LANES)).amax(-1)
-    groups = x[:r // GROUP * GROUP].unflatten(0, (r // GROUP, GROUP)).amax(1)
-    return runs.numpy(), groups.numpy()
+def _raw(s: torch.Tensor) -> torch.Tensor:
+    # bfloat16 blocks by their int16 bit patterns, whose max is 3x faster; `_ceiling` makes it a bound.
+    return s.view(torch.int16) if s.dtype == torch.bfloat16 else s
+
+
+def run_tops(s: torch.Tensor) -> np.ndarray:
+    """Maximum of each row's runs of LANES entries (the tail shorter than LANES left out), by torch's
+    vectorised reduction, for `_ceiling`."""
+    x = _raw(s)
+    return x[:, :x.shape[1] // LANES * LANES].unflatten(1, (x.shape[1] // LANES, LANES)).amax(-1).numpy()
+
+
+def group_tops(s: torch.Tensor) -> np.ndarray:
+    """Maximum of each column's groups of GROUP rows (the last partial group left out), for `_ceiling`."""
+    x = _raw(s)
+    return x[:x.shape[0] // GROUP * GROUP].unflatten(0, (x.shape[0] // GROUP, GROUP)).amax(1).numpy()
 
 
 def bf16_keys(block: torch.Tensor) -> np.ndarray:
@@ -209,29 +217,38 @@ def _fill_above(mat, idx, u, v, floor, offsets, out_t, out_j):
 
 
 @njit(cache=True, parallel=True)
-def _count_keys_above(s, floor, counts):
-    """counts[t] = how many j have key(s[t, j]) > floor[t] (order keys, see `_key`)."""
+def _count_keys_above(s, run_top, floor, counts):
+    """counts[t] = how many j have key(s[t, j]) > floor[t] (order keys, see `_key`); runs whose bound
+    (see `_ceiling`) is not above the floor are not read."""
+    n_runs = run_top.shape[1]
     for t in prange(s.shape[0]):
         row = s[t]
         f = floor[t]
         c = 0
-        for j in range(row.shape[0]):
-            c += _key(row[j]) > f
+        for r in range(n_runs + 1):
+            if r < n_runs and _ceiling(run_top[t, r]) <= f:
+                continue
+            for j in range(r * LANES, min(row.shape[0], (r + 1) * LANES)):
+                c += _key(row[j]) > f
         counts[t] = c
 
 
 @njit(cache=True, parallel=True)
-def _fill_keys_above(s, floor, offsets, out_t, out_j):
+def _fill_keys_above(s, run_top, floor, offsets, out_t, out_j):
     """Write the (t, j) counted by _count_keys_above, row t's from offsets[t] on, j ascending."""
+    n_runs = run_top.shape[1]
     for t in prange(s.shape[0]):
         row = s[t]
         f = floor[t]
         p = offsets[t]
-        for j in range(row.shape[0]):
-            if _key(row[j]) > f:
-                out_t[p] = t
-                out_j[p] = j
-                p += 1
+        for r in range(n_runs + 1):
+            if r < n_runs and _ceiling(run_top[t, r]) <= f:
+                continue
+            for j in range(r * LANES, min(row.shape[0], (r + 1) * LANES)):
+                if _key(row[j]) > f:
+                    out_t[p] = t
+                    out_j[p] = j
+                    p += 1
 
 
 def bf16_floor_keys(floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,15 +264,16 @@ def bf16_floor_keys(floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def bf16_entries_above(block: torch.Tensor, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(t, j, float32 values, floors used) of the entries of a bfloat16 CPU block above each row's floor
     (rounded down to bfloat16), read as order keys: no float32 copy of the block is made."""
-    keys = bf16_keys(block.contiguous())
+    block = block.contiguous()
+    keys, runs = bf16_keys(block), run_tops(block)
     kf, used = bf16_floor_keys(floor)
     counts = np.empty(len(keys), np.int64)
-    _count_keys_above(keys, kf, counts)
+    _count_keys_above(keys, runs, kf, counts)
     offsets = np.zeros(len(keys), np.int64)
     np.cumsum(counts[:-1], out=offsets[1:])
     total = int(counts.sum())
     t, j = np.empty(total, np.int64), np.empty(total, np.int64)
-    _fill_keys_above(keys, kf, offsets, t, j)
+    _fill_keys_above(keys, runs, kf, offsets, t, j)
     return t, j, torch.from_numpy(keys[t, j]).view(torch.bfloat16).float().numpy(), used
 
 
@@ -276,6 +294,22 @@ def entries_above(mat: np.ndarray, idx: np.ndarray, u: np.ndarray, v: np.ndarray
     out_t, out_j = np.empty(total, np.int64), np.empty(total, np.int64)
     _fill_above(mat, idx, u32, v32, f32, offsets, out_t, out_j)
     return out_t, out_j
+
+
+@njit(cache=True, parallel=True)
+def _mark_listed_above(e_row, e_col, e_val, want, u, v, floor, out):
+    for e in prange(e_row.shape[0]):
+        r = e_row[e]
+        out[e] = want[r] and (e_val[e] - u[r]) - v[e_col[e]] > floor
+
+
+def listed_above(e_row: np.ndarray, e_col: np.ndarray, e_val: np.ndarray, want: np.ndarray, u: np.ndarray,
+                 v: np.ndarray, floor: float) -> np.ndarray:
+    """Positions e of listed entries with want[e_row[e]] and (e_val[e] - u[e_row[e]]) - v[e_col[e]] > floor,
+    in float32 like the same numpy expression, in one pass without temporaries."""
+    out = np.empty(len(e_row), np.bool_)
+    _mark_listed_above(e_row, e_col, e_val, want, u.astype(np.float32), v.astype(np.float32), np.float32(floor), out)
+    return np.flatnonzero(out)
 
 
 def distinct_keys(keys: np.ndarray, first: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -319,11 +353,10 @@ class BlockSelector:
         if self.compiled:
             s = s.contiguous()
             s_np = bf16_keys(s) if s.dtype == torch.bfloat16 else s.numpy()
-            runs, groups = run_tops(s)
-            _rows_topk(s_np, runs, self.k, self._row_keys[start:stop], self.row_idx[start:stop].numpy(),
+            _rows_topk(s_np, run_tops(s), self.k, self._row_keys[start:stop], self.row_idx[start:stop].numpy(),
                        self._row_keys.dtype.type(_KEY_FLOOR[self.dtype]))
             if self.kc:
-                _cols_topc(s_np, groups, start, self._col_keys, self.col_idx.numpy())
+                _cols_topc(s_np, group_tops(s), start, self._col_keys, self.col_idx.numpy())
             return
         self._row_vals[start:stop], self.row_idx[start:stop] = s.topk(self.k, dim=1)
         if not self.kc:

@@ -185,6 +185,14 @@ def test_bfloat16_entries_above_their_floor_equal_a_float_comparison():
     block = (torch.randn(40, 300, generator=g) * 0.3).bfloat16()
     floor = np.concatenate([np.linspace(-0.6, 0.6, 39), [0.0]]).astype(np.float32)
     floor[5] = float(block[5, 7].float())  # a floor equal to an entry: that entry is not above it
+    # Runs whose bound is clamped at zero: a wholly negative row under a negative floor, a run of -0.
+    block[10] = -block[10].abs() - 0.01
+    floor[10] = float(block[10].float().max()) - 0.02
+    block[11, 64:128] = -0.0
+    floor[11] = -1e-30
+    block[12, :] = -0.5
+    block[12, 250] = 0.0
+    floor[12] = -0.25
     t, j, vals, used = bf16_entries_above(block, floor)
     v = block.float().numpy()
     assert np.all(used <= floor) and np.array_equal(used, bf16_floor_keys(floor)[1])
@@ -194,3 +202,20 @@ def test_bfloat16_entries_above_their_floor_equal_a_float_comparison():
     np.testing.assert_array_equal(j, want_j)
     np.testing.assert_array_equal(vals, v[want_t, want_j])
     assert set(zip(*np.nonzero(v > floor[:, None]))) <= set(zip(t.tolist(), j.tolist()))
+    assert {10, 11, 12} <= set(t.tolist())
+
+
+def test_listed_entries_above_equal_the_float32_numpy_expression():
+    from saecore.selection import listed_above
+
+    rng = np.random.default_rng(4)
+    n, m, e = 30, 50, 2000
+    e_row, e_col = rng.integers(0, n, e), rng.integers(0, m, e)
+    e_val = rng.standard_normal(e).astype(np.float32)
+    u, v = rng.standard_normal(n) * 0.5, np.abs(rng.standard_normal(m)) * 0.5
+    want = rng.random(n) < 0.6
+    u[e_row[0]] = float(e_val[0]) - float(np.float32(v[e_col[0]]))  # a reduced cost of (about) zero
+    for floor in (-0.3, 0.0, 0.4):
+        rc = (e_val - u.astype(np.float32)[e_row]) - v.astype(np.float32)[e_col]
+        np.testing.assert_array_equal(listed_above(e_row, e_col, e_val, want, u, v, floor),
+                                      np.flatnonzero(want[e_row] & (rc > np.float32(floor))))
