@@ -5,6 +5,9 @@ torch.topk, which sorts more than it needs to and, along columns, walks memory w
 stride; on a GPU torch.topk is already fast and is used as is. Ties keep the lower index first.
 bfloat16 blocks are scanned as int16 order keys (numpy has no bfloat16): flipping the magnitude bits
 of negative numbers and adding one makes integer order equal float order (-0 and +0 share key 0).
+The scans read one by one only the runs of a row (and the groups of rows of a column) that can
+matter, judged by their maxima, which torch's vectorised reductions take beforehand (3x faster on the
+int16 bit patterns than on bfloat16 values; numba did not vectorise those loops on int16 keys).
 """
 
 from __future__ import annotations
