@@ -220,38 +220,26 @@ def _fill_above(mat, idx, u, v, floor, offsets, out_t, out_j):
 
 
 @njit(cache=True, parallel=True)
-def _count_keys_above(s, run_top, floor, counts):
-    """counts[t] = how many j have key(s[t, j]) > floor[t] (order keys, see `_key`); runs whose bound
-    (see `_ceiling`) is not above the floor are not read."""
+def _keys_above(s, run_top, floor, fill, counts, offsets, out_t, out_j):
+    """The (t, j) with key(s[t, j]) > floor[t] (order keys, see `_key`), reading only the runs whose bound
+    (see `_ceiling`) is above the floor: counted into counts[t], or with fill written from offsets[t] on,
+    j ascending."""
     n_runs = run_top.shape[1]
     for t in prange(s.shape[0]):
         row = s[t]
         f = floor[t]
-        c = 0
-        for r in range(n_runs + 1):
-            if r < n_runs and _ceiling(run_top[t, r]) <= f:
-                continue
-            for j in range(r * LANES, min(row.shape[0], (r + 1) * LANES)):
-                c += _key(row[j]) > f
-        counts[t] = c
-
-
-@njit(cache=True, parallel=True)
-def _fill_keys_above(s, run_top, floor, offsets, out_t, out_j):
-    """Write the (t, j) counted by _count_keys_above, row t's from offsets[t] on, j ascending."""
-    n_runs = run_top.shape[1]
-    for t in prange(s.shape[0]):
-        row = s[t]
-        f = floor[t]
-        p = offsets[t]
+        p = offsets[t] if fill else 0
         for r in range(n_runs + 1):
             if r < n_runs and _ceiling(run_top[t, r]) <= f:
                 continue
             for j in range(r * LANES, min(row.shape[0], (r + 1) * LANES)):
                 if _key(row[j]) > f:
-                    out_t[p] = t
-                    out_j[p] = j
+                    if fill:
+                        out_t[p] = t
+                        out_j[p] = j
                     p += 1
+        if not fill:
+            counts[t] = p
 
 
 def bf16_floor_keys(floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,13 +258,13 @@ def bf16_entries_above(block: torch.Tensor, floor: np.ndarray) -> tuple[np.ndarr
     block = block.contiguous()
     keys, runs = bf16_keys(block), run_tops(block)
     kf, used = bf16_floor_keys(floor)
-    counts = np.empty(len(keys), np.int64)
-    _count_keys_above(keys, runs, kf, counts)
-    offsets = np.zeros(len(keys), np.int64)
+    counts, offsets = np.empty(len(keys), np.int64), np.zeros(len(keys), np.int64)
+    none = np.zeros(0, np.int64)
+    _keys_above(keys, runs, kf, False, counts, offsets, none, none)
     np.cumsum(counts[:-1], out=offsets[1:])
     total = int(counts.sum())
     t, j = np.empty(total, np.int64), np.empty(total, np.int64)
-    _fill_keys_above(keys, runs, kf, offsets, t, j)
+    _keys_above(keys, runs, kf, True, counts, offsets, t, j)
     return t, j, torch.from_numpy(keys[t, j]).view(torch.bfloat16).float().numpy(), used
 
 
