@@ -21,6 +21,7 @@ h4 { font-size: 1.6rem !important; }
 [data-testid="stMetricLabel"] p { font-size: 1.2rem !important; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1.1rem !important; }
 [data-testid="stWidgetLabel"] p { font-size: 1.15rem !important; }
+.stMarkdownBadge { font-size: 1.1rem !important; }
 </style>
 """
 

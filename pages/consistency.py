@@ -12,6 +12,7 @@ from dashboard.pick import chosen_runs
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import table
 from saecore.errors import InputError, SaecoreError
+from saecore.matching import summarize_solves
 from saecore.metrics import SHARED_THRESHOLD, frequency_bins, shared_fraction, shared_fraction_curve
 from saecore.overview import checkpoint_series, steps_table
 from saecore.plots.agreement import AGREEMENT_MEASURES, agreement_scatter, encoder_decoder_figure
@@ -37,7 +38,6 @@ except (SaecoreError, ValueError, RuntimeError, OSError) as exc:
     st.error(f"Matching failed: {exc}")
     st.stop()
 
-first = next(iter(comp.matches.values()))
 chance = data.chance(runs[0].d_sae, runs[0].d_in, runs[1].d_sae, view.sign)
 names = ", ".join(comp.names)
 settings = f"{sign_label(view.sign)}, dead rows {view.dead}d"
@@ -47,12 +47,15 @@ c1.metric("PW-MCC (mean over pairs)", f"{comp.pw.mean:.4f}", help="population st
 c2.metric("std over pairs", f"{comp.pw.std:.4f}")
 c3.metric("chance level", f"{chance:.4f}", help="MCC of random gaussian dictionaries of the same shapes")
 c4.metric("pairs", len(comp.pw.pairs))
-st.caption(f"{label}: {names}. {settings[:1].upper() + settings[1:]}. Matching on `{first.info.get('device', '?')}` "
-           f"with the {first.info.get('method', '?')} solver; {comp.cached} of {len(comp.matches)} pairs from the cache.")
+solves = summarize_solves([m.info for m in comp.matches.values()])
+st.caption(f"{label}: {names}. {settings[:1].upper() + settings[1:]}.")
+badge = f":green-badge[:material/verified: {solves.headline}]" if solves.proven else \
+    f":orange-badge[:material/warning: {solves.headline}]"
+st.caption(f"{badge} {solves.detail} {comp.cached} of {len(comp.matches)} pairs from the cache.")
 
 share.key_numbers(f"PW-MCC of {label}", {
     "PW-MCC": f"{comp.pw.mean:.4f} ± {comp.pw.std:.4f}", "chance": f"{chance:.4f}", "pairs": str(len(comp.pw.pairs)),
-    "runs": names, "settings": settings})
+    "runs": names, "settings": settings}, caption=solves.detail)
 matrix = comp.pw.matrix()
 cap = f"Pairwise MCC ({settings}) between the runs of {label}."
 share.chart(pwmcc_matrix_figure(comp.names, matrix, chance, cap),

@@ -72,6 +72,51 @@ def choose_method(n: int, m: int) -> str:
     return "dense"
 
 
+@dataclass(frozen=True)
+class SolveSummary:
+    """How a set of matchings was solved: whether every one is proven optimal, a badge-length headline
+    and one sentence of detail (for captions, reports and the CLI)."""
+
+    proven: bool
+    headline: str
+    detail: str
+
+
+def summarize_solves(infos: list[dict]) -> SolveSummary:
+    """Say how these matchings were solved and why each is exact.
+
+    infos: Match.info of each run pair (cached matches keep the info of the run that computed them).
+    """
+    n = len(infos)
+    if not n:
+        return SolveSummary(True, "nothing matched", "No pairs were matched.")
+    device = ", ".join(sorted({str(i.get("device", "cpu")) for i in infos}))
+    seconds = sum(i.get("seconds", {}).get("total", 0.0) for i in infos)
+    dense = [i for i in infos if i.get("method") == "dense" or i.get("fallback") == "dense"]
+    sparse = [i for i in infos if i.get("method") == "certified" and i.get("fallback") != "dense"]
+    other = n - len(dense) - len(sparse)
+    parts = []
+    if dense:
+        parts.append("scipy's assignment on the dense float64 cosine matrix" if len(dense) == n else
+                     f"{len(dense)} by scipy's dense float64 assignment")
+    if sparse:
+        screens = "/".join(sorted({i.get("screen", {}).get("dtype", "float32") for i in sparse}))
+        rescored = sum(i.get("recomputed", {}).get("pairs_float64", 0) for i in sparse)
+        what = "" if len(sparse) == n else f"{len(sparse)} "
+        parts.append(f"{what}certified optimal by a dual certificate ({screens} screen, "
+                     f"{rescored:,} pairs rescored in float64)")
+    if other:
+        parts.append(f"{other} by another solver")
+    unproven = sum(1 for i in infos if not i.get("certified", False))
+    pairs = "the pair" if n == 1 else f"all {n} pairs"
+    head = ("Exact matching of " + pairs if not unproven else
+            f"Warning: {unproven} of {n} matchings could not be proven optimal. Matching of " + pairs)
+    detail = f"{head}: {'; '.join(parts)}; solved on {device} in {seconds:.1f} s."
+    if unproven:
+        return SolveSummary(False, "not proven optimal", detail)
+    return SolveSummary(True, "exact optimum" if len(sparse) < n else "certified optimum", detail)
+
+
 @dataclass
 class Match:
     """The optimal one-to-one matching of run A's features to run B's, with per-feature views.

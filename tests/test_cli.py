@@ -64,6 +64,10 @@ def test_pwmcc_abs_and_human_table(workspace, tmp_path):
     paths = [str(workspace / "relu_l1" / f"seed{s}") for s in range(2)]
     out = cli("pwmcc", *paths, "--abs", cache=tmp_path)
     assert out.returncode == 0 and "abs cosine" in out.stdout and "mean" in out.stdout
+    assert "Exact matching of the pair: scipy's assignment on the dense float64 cosine matrix" in out.stdout
+    certified = cli("pwmcc", *paths, "--method", "certified", cache=tmp_path / "certified")
+    assert certified.returncode == 0, certified.stderr
+    assert "Exact matching of the pair: certified optimal by a dual certificate" in certified.stdout
 
 
 def test_pwmcc_mixes_formats_with_plain_arrays(workspace, tmp_path):

@@ -180,3 +180,33 @@ def test_d_in_mismatch_of_runs_without_a_source_still_reads_well():
     meta = RunMeta(name="r", path="/r", format="arrays", d_in=5, d_sae=7)
     assert d_in_origin(meta) == "d_in=5"
     assert d_in_origin(replace(meta, d_in_source="sidecar r.npy.json")) == "d_in=5, from sidecar r.npy.json"
+
+
+def test_summarize_solves_says_how_each_matching_was_proven():
+    from saecore.certified import certified_assignment
+    from saecore.matching import summarize_solves
+    from saecore.similarity import normalize_rows
+
+    a, b = related_decoders(2, 300, 24, noise=0.3, seed=3)
+    dense = match_decoders(a, b, method="dense").info
+    sparse = match_decoders(a, b, method="certified").info
+    assert summarize_solves([dense]).headline == "exact optimum"
+    assert summarize_solves([dense]).detail.startswith(
+        "Exact matching of the pair: scipy's assignment on the dense float64 cosine matrix; solved on cpu in ")
+    both = summarize_solves([sparse, sparse])
+    assert both.proven and both.headline == "certified optimum"
+    text = both.detail
+    rescored = 2 * sparse["recomputed"]["pairs_float64"]
+    assert rescored > 0 and f"certified optimal by a dual certificate ({sparse['screen']['dtype']} screen, {rescored:,} pairs" in text
+    assert text.startswith("Exact matching of all 2 pairs")
+    mixed = summarize_solves([dense, sparse]).detail
+    assert "1 by scipy's dense float64 assignment; 1 certified optimal" in mixed
+    # One round on independent dictionaries with k=1 and no dense fallback leaves excluded pairs unproven.
+    gen = torch.Generator().manual_seed(0)
+    x, y = (normalize_rows(torch.randn(200, 16, generator=gen))[0] for _ in range(2))
+    unproven = certified_assignment(x, y, k=1, max_rounds=1, dense_fallback_cells=0).info
+    assert unproven["certified"] is False
+    warned = summarize_solves([dense, {**unproven, "device": "cpu"}])
+    assert not warned.proven and warned.headline == "not proven optimal"
+    assert warned.detail.startswith("Warning: 1 of 2 matchings could not be proven optimal.")
+    assert summarize_solves([]).detail == "No pairs were matched."

@@ -34,6 +34,8 @@ def test_metrics_and_charts_equal_saecore(generated_ws):
     shown = figs["Consistency by activation frequency"]["data"][0]["y"]
     np.testing.assert_allclose(values(shown), bins["mean"].to_numpy())
     assert at.selectbox[0].value == key
+    assert any(f"Exact matching of all {len(comp.matches)} pairs: scipy's assignment on the dense float64" in c.value
+               for c in at.caption)
 
 
 def test_abs_sign_from_the_url(generated_ws):
