@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import data
 from saecore.highlight import context_html
+from saecore.matching import SolveSummary
 from saecore.report import Section
 from saecore.runs import Run
 
@@ -19,6 +20,13 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 def escape_markdown(text: str) -> str:
     """Text shown literally inside markdown (explanations come from files or a model, never trusted)."""
     return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def solve_badge(summary: SolveSummary) -> str:
+    """Markdown badge saying whether the matchings on view are proven optimal (green) or not (orange)."""
+    if summary.proven:
+        return f":green-badge[:material/verified: {summary.headline}]"
+    return f":orange-badge[:material/warning: {summary.headline}]"
 
 
 def _fmt_freq(value: float | None) -> str:

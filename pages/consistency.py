@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import behaviour, data, share
+from dashboard.panels import solve_badge
 from dashboard.pick import chosen_runs
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import table
@@ -49,9 +50,7 @@ c3.metric("chance level", f"{chance:.4f}", help="MCC of random gaussian dictiona
 c4.metric("pairs", len(comp.pw.pairs))
 solves = summarize_solves([m.info for m in comp.matches.values()])
 st.caption(f"{label}: {names}. {settings[:1].upper() + settings[1:]}.")
-badge = f":green-badge[:material/verified: {solves.headline}]" if solves.proven else \
-    f":orange-badge[:material/warning: {solves.headline}]"
-st.caption(f"{badge} {solves.detail} {comp.cached} of {len(comp.matches)} pairs from the cache.")
+st.caption(f"{solve_badge(solves)} {solves.detail} {comp.cached} of {len(comp.matches)} pairs from the cache.")
 
 share.key_numbers(f"PW-MCC of {label}", {
     "PW-MCC": f"{comp.pw.mean:.4f} ± {comp.pw.std:.4f}", "chance": f"{chance:.4f}", "pairs": str(len(comp.pw.pairs)),

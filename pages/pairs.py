@@ -8,13 +8,14 @@ import numpy as np
 import streamlit as st
 
 from dashboard import behaviour, data, share
-from dashboard.panels import feature_panel
+from dashboard.panels import feature_panel, solve_badge
 from dashboard.pick import chosen_runs, comparison_or_stop
 from dashboard.state import bind, bound, publish, published, workspace_label
 from dashboard.tables import selected_feature, table
 from saecore.plots.agreement import fan_in_figure
 from saecore.agreement import with_activation_r
 from saecore.errors import SaecoreError
+from saecore.matching import summarize_solves
 from saecore.metrics import match_for
 from saecore.pairs import (PairFilter, across_runs, candidates, clip_range, explanation_map, feature_to_open,
                            filter_bounds, filter_pairs, frequencies_of, neighbours, pair_of, pair_table,
@@ -189,7 +190,8 @@ if view.view == "pair":
         st.markdown("#### Match")
         st.metric(f"matched decoder {sign_label(view.sign)}", "unmatched" if partner is None else f"{score:.4f}")
         chance = data.chance(run_a.d_sae, run_a.d_in, run_b.d_sae, view.sign)
-        st.caption(f"Chance MCC for these shapes: {chance:.3f}.")
+        solved = summarize_solves([match.info])
+        st.caption(f"{solve_badge(solved)} Chance MCC for these shapes: {chance:.3f}.", help=solved.detail)
         sim = data.explanation_similarity(run_a.meta.path, feature, run_b.meta.path, partner)
         if sim is not None:
             st.metric("explanation similarity", f"{sim:.3f}", help="cosine of the two explanations' sentence embeddings")

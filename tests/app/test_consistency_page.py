@@ -85,3 +85,12 @@ def test_checkpoints_give_pw_mcc_per_step(tmp_path, monkeypatch):
                 for step in (1000, 5000)]
     np.testing.assert_allclose(values(mean_trace["y"]), expected)
     np.testing.assert_array_equal(values(mean_trace["x"]), [1000, 5000])
+
+
+def test_solve_badge_is_orange_when_a_matching_is_not_proven():
+    from dashboard.panels import solve_badge
+    from saecore.matching import summarize_solves
+
+    unproven = summarize_solves([{"method": "certified", "certified": False, "device": "cpu"}])
+    assert solve_badge(unproven) == ":orange-badge[:material/warning: not proven optimal]"
+    assert solve_badge(summarize_solves([{"method": "dense", "certified": True}])).startswith(":green-badge[")

@@ -31,6 +31,9 @@ def test_url_restores_the_pair_and_its_score(generated_ws):
     comp = compare_runs(runs)
     partner, score = pair_of(match_for(comp.matches, 2, 0), 7)
     assert _metric(at, "matched decoder") == f"{score:.4f}"
+    proof = next(c for c in at.caption if "Chance MCC" in c.value)
+    assert ":green-badge[:material/verified: exact optimum]" in proof.value
+    assert proof.help.startswith("Exact matching of the pair: scipy's assignment on the dense float64")
     assert any(f"**feature** `{partner}`" in md.value for md in at.markdown)
     cand = candidates(runs[2], 7, runs[0], k=5)
     shown = next(df.value for df in at.dataframe if "rank" in df.value)
