@@ -22,6 +22,10 @@ h4 { font-size: 1.6rem !important; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1.1rem !important; }
 [data-testid="stWidgetLabel"] p { font-size: 1.15rem !important; }
 .stMarkdownBadge { font-size: 1.1rem !important; }
+/* Data grids draw on a canvas that font sizes do not reach: zoom each one, at the width it had. */
+[data-testid="stElementContainer"]:has(> [data-testid="stFullScreenFrame"] > [data-testid="stDataFrame"]) {
+  zoom: 1.3; width: calc(100% / 1.3) !important;
+}
 </style>
 """
 

@@ -14,6 +14,7 @@ from saecore.errors import InputError
 from saecore.runs import Run, RunMeta
 from saecore.similarity import apply_sign, check_sign, dense_similarity, normalize_rows, resolve_device
 from saecore.sparse_assignment import pair_dots
+from saecore.text import plural
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,27 +95,31 @@ def summarize_solves(infos: list[dict]) -> SolveSummary:
     seconds = sum(i.get("seconds", {}).get("total", 0.0) for i in infos)
     dense = [i for i in infos if i.get("method") == "dense" or i.get("fallback") == "dense"]
     sparse = [i for i in infos if i.get("method") == "certified" and i.get("fallback") != "dense"]
-    other = n - len(dense) - len(sparse)
+    proven = [i for i in sparse if i.get("certified") is True]
+    unproven = n - len(dense) - len(proven)  # scipy's dense solve is exact without a certificate
     parts = []
     if dense:
         parts.append("scipy's assignment on the dense float64 cosine matrix" if len(dense) == n else
                      f"{len(dense)} by scipy's dense float64 assignment")
-    if sparse:
-        screens = "/".join(sorted({i.get("screen", {}).get("dtype", "float32") for i in sparse}))
-        rescored = sum(i.get("recomputed", {}).get("pairs_float64", 0) for i in sparse)
-        what = "" if len(sparse) == n else f"{len(sparse)} "
+    if proven:
+        screens = "/".join(sorted({i.get("screen", {}).get("dtype", "float32") for i in proven}))
+        rescored = sum(i.get("recomputed", {}).get("pairs_float64", 0) for i in proven)
+        what = "" if len(proven) == n else f"{len(proven)} "
         parts.append(f"{what}certified optimal by a dual certificate ({screens} screen, "
                      f"{rescored:,} pairs rescored in float64)")
-    if other:
-        parts.append(f"{other} by another solver")
-    unproven = sum(1 for i in infos if not i.get("certified", False))
+    if len(sparse) > len(proven):
+        rounds = max(i.get("rounds", 0) for i in sparse if i not in proven)
+        parts.append(f"{len(sparse) - len(proven)} not certified: excluded pairs still violated the dual "
+                     f"certificate after {plural(rounds, 'round')}")
+    if other := n - len(dense) - len(sparse):
+        parts.append(f"{other} by another solver, without a proof of optimality")
     pairs = "the pair" if n == 1 else f"all {n} pairs"
     head = ("Exact matching of " + pairs if not unproven else
             f"Warning: {unproven} of {n} matchings could not be proven optimal. Matching of " + pairs)
     detail = f"{head}: {'; '.join(parts)}; solved on {device} in {seconds:.1f} s."
     if unproven:
         return SolveSummary(False, "not proven optimal", detail)
-    return SolveSummary(True, "exact optimum" if len(sparse) < n else "certified optimum", detail)
+    return SolveSummary(True, "certified optimum" if len(proven) == n else "exact optimum", detail)
 
 
 @dataclass

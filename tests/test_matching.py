@@ -209,4 +209,7 @@ def test_summarize_solves_says_how_each_matching_was_proven():
     warned = summarize_solves([dense, {**unproven, "device": "cpu"}])
     assert not warned.proven and warned.headline == "not proven optimal"
     assert warned.detail.startswith("Warning: 1 of 2 matchings could not be proven optimal.")
+    assert "1 not certified: excluded pairs still violated the dual certificate after 1 round" in warned.detail
+    assert "certified optimal" not in warned.detail
+    assert not summarize_solves([{"method": "other", "device": "cpu"}]).proven
     assert summarize_solves([]).detail == "No pairs were matched."

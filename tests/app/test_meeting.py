@@ -110,6 +110,34 @@ def test_presentation_mode_switches_fully_in_one_click(page, server, generated_w
     assert _font_px(page, "h1") == pytest.approx(h1)
 
 
+def test_presentation_mode_enlarges_table_text_and_rows_stay_clickable(page, server, generated_ws):
+    """Data grids draw on a canvas, so presentation mode zooms them: their rows grow, they keep the page's
+    width, and a click on a row still opens that row's pair."""
+    params = {"ws": str(generated_ws), "family": _topk(generated_ws)}
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    open_page(page, server, "pairs", params)
+    grid.wait_for(timeout=60_000)
+    normal = grid.bounding_box()
+    open_page(page, server, "pairs", {**params, "present": "1"})
+    grid.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    box = grid.bounding_box()
+    main = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()
+    zoom = float(grid.evaluate("e => getComputedStyle(e.closest('[data-testid=stElementContainer]')).zoom"))
+    assert zoom == pytest.approx(1.3)
+    assert box["height"] == pytest.approx(normal["height"] * zoom, rel=0.02)
+    assert box["x"] + box["width"] <= main["x"] + main["width"] + 1
+    shot(page, "meeting-presentation-pairs-table", full_page=False)
+    metas = comparable_families(scan(generated_ws))[_topk(generated_ws)]
+    order = match_for(compare_runs([load_run(m.path, name=m.name) for m in metas]).matches, 0, 1).pairs()
+    third = int(order["feature_a"].iloc[2])
+    # Header and rows are 35 px before the zoom; the leftmost column holds the row selectors.
+    page.mouse.click(box["x"] + 18 * zoom, box["y"] + (35 + 35 * 2 + 17) * zoom)
+    settle(page)
+    assert query(page)["f"] == [str(third)]
+    assert page.get_by_text(f"Feature {third} of").count() >= 1
+
+
 def _drawn(pg) -> list[str]:
     return pg.evaluate("window.__drawnText")
 
