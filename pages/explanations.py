@@ -41,8 +41,11 @@ for m in ws.runs:
     counts.append({"run": m.name, "explained features": 0 if stored is None else int(stored["feature"].nunique()),
                    "explainers": "" if stored is None else ", ".join(sorted(stored["explainer"].unique())),
                    "has contexts": ctx_ok, **{SCORE_HEADS[k]: v for k, v in scores.items()}})
-table(pd.DataFrame(counts), column_config={h: st.column_config.TextColumn(h, width=110, help=SCORE_HELP)
-                                           for h in SCORE_HEADS.values()})
+table(pd.DataFrame(counts), column_config={
+    "explainers": st.column_config.TextColumn(width=160),
+    "has contexts": st.column_config.CheckboxColumn("contexts", width=75, help="top-activating contexts stored"),
+    **{h: st.column_config.TextColumn(h, width=130 if len(h) > 10 else 105, help=SCORE_HELP)
+       for h in SCORE_HEADS.values()}})
 st.caption("Explanation scores: mean over scored features (number scored); 0.5 is chance. Compute them with "
            "`python -m saecore score RUN --method detection fuzzing embedding`.")
 

@@ -19,6 +19,10 @@ from saecore.plots.semantic import bins_frame, binned_figure, semantic_scatter
 from saecore.text import setting_text
 from saecore.viewstate import SCORERS, to_params
 
+# Headers short enough to read in full at the table's widths (the full name is each column's tooltip).
+SHORT_HEADS = {"pairs explained on both sides": "explained pairs", "mean similarity, matched pairs": "sim. matched",
+               "mean similarity, random pairs": "sim. random pairs"}
+
 view = page.start("💬 Consistency vs semantics",
                   "Matched features with a high decoder cosine should also be explained alike. Each point is a "
                   "matched pair of two seeds; its explanation similarity is the cosine of the two explanations' "
@@ -129,7 +133,8 @@ if view.scorer:
 stats_df = pd.DataFrame([{"comparison": label, **r.summary()} for label, r in results.items()])
 st.subheader("Correlation of match score with explanation similarity")
 widths = [220, 130, 150, 150, 120, 150]  # the table fits a 1400 px screen beside the sidebar
-table(stats_df, column_config={c: st.column_config.TextColumn(width=w) for c, w in zip(stats_df.columns, widths)})
+table(stats_df, column_config={c: st.column_config.TextColumn(SHORT_HEADS.get(c, c), width=w, help=c)
+                               for c, w in zip(stats_df.columns, widths)})
 explainers = sorted({e for r in results.values() for e in (r.explainer_a, r.explainer_b) if e})
 st.caption(f"95% bootstrap intervals in brackets. Explainer: {', '.join(explainers) or 'unknown'}; "
            f"embedder: {next(iter(results.values())).embedder}.")
