@@ -96,6 +96,7 @@ def summarize_solves(infos: list[dict]) -> SolveSummary:
     dense = [i for i in infos if i.get("method") == "dense" or i.get("fallback") == "dense"]
     sparse = [i for i in infos if i.get("method") == "certified" and i.get("fallback") != "dense"]
     proven = [i for i in sparse if i.get("certified") is True]
+    failed = [i for i in sparse if i.get("certified") is not True]
     unproven = n - len(dense) - len(proven)  # scipy's dense solve is exact without a certificate
     parts = []
     if dense:
@@ -107,9 +108,9 @@ def summarize_solves(infos: list[dict]) -> SolveSummary:
         what = "" if len(proven) == n else f"{len(proven)} "
         parts.append(f"{what}certified optimal by a dual certificate ({screens} screen, "
                      f"{rescored:,} pairs rescored in float64)")
-    if len(sparse) > len(proven):
-        rounds = max(i.get("rounds", 0) for i in sparse if i not in proven)
-        parts.append(f"{len(sparse) - len(proven)} not certified: excluded pairs still violated the dual "
+    if failed:
+        rounds = max(i.get("rounds", 0) for i in failed)
+        parts.append(f"{len(failed)} not certified: excluded pairs still violated the dual "
                      f"certificate after {plural(rounds, 'round')}")
     if other := n - len(dense) - len(sparse):
         parts.append(f"{other} by another solver, without a proof of optimality")
