@@ -27,6 +27,16 @@ AGREEMENT_COLUMNS = {"decoder_pw_mcc": "decoder", "encoder_pw_mcc": "encoder", "
                      "shared_encoder": "shared enc", "shared_both": "shared both", "same_partner": "same partner",
                      "pearson_mean": "act. r", "jaccard_mean": "Jaccard"}
 
+_num = st.column_config.NumberColumn
+BIN_COLUMNS = {
+    "bin": _num("bin", help="-1: features that never fired"),
+    "freq_low": _num("fires from", format="%.1e", help="lower edge of the bin's firing fraction"),
+    "freq_high": _num("to", format="%.1e", help="upper edge of the bin's firing fraction"),
+    "count": _num("features"), "mean": _num("mean score", format="%.3f"), "sd": _num("sd", format="%.3f"),
+    "contribution": _num("contribution", format="%.4f", help="sum of the bin's scores / all features"),
+    "share": _num("share of features", format="percent"),
+    "cumulative": _num("cumulative", format="%.4f", help="contributions of this and all lower bins")}
+
 view, ws, root, runs, label = chosen_runs("📈 Consistency across seeds", "Choose at least two runs to compare.")
 root_s = str(root)
 
@@ -135,7 +145,7 @@ else:
     source = "feature statistics" if stats is not None else "the run's sparsity file"
     consistency = comp.feature_consistency(ref)
     bins = frequency_bins(freq, consistency["mean_score"].to_numpy())
-    table(bins)
+    table(bins, column_config=BIN_COLUMNS)
     share.table_section("Frequency bins", bins)
     cap = (f"Features of {ref_name} in 5 equal-width bins of log10 firing fraction (from {source}); per-feature score = "
            f"mean matched {sign_label(view.sign)} against the other {len(runs) - 1} run(s) of {label}. "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from browser import (CHROMIUM, RECORD_CANVAS_TEXT, open_page, query, settle, shot,
                      workspace_server)
@@ -195,8 +196,10 @@ def test_pair_filters_and_the_open_pair_come_back_from_the_url(page, browser, se
 
     other = _reopen(browser, shared, "matched pairs of")
     try:
-        assert other.get_by_label("Search explanations", exact=True).input_value() == "dogs"
-        assert other.get_by_role("checkbox", name="Has explanation").is_checked()
+        # The widgets take their URL values in the new session's first run; under load the browser may draw
+        # them a moment after the script reports done, so wait (up to 30 s) for the values rather than read once.
+        expect(other.get_by_label("Search explanations", exact=True)).to_have_value("dogs", timeout=30_000)
+        expect(other.get_by_role("checkbox", name="Has explanation")).to_be_checked(timeout=30_000)
         assert other.get_by_text("matched pairs of").first.inner_text() == caption
         assert query(other)["f"] == params["f"]
         assert other.get_by_text(f"Feature {params['f'][0]} of").count() >= 1
