@@ -13,7 +13,6 @@ from dashboard.pick import chosen_runs
 from dashboard.state import bound, publish, workspace_label
 from dashboard.tables import table
 from saecore.errors import InputError, SaecoreError
-from saecore.matching import summarize_solves
 from saecore.metrics import SHARED_THRESHOLD, frequency_bins, shared_fraction, shared_fraction_curve
 from saecore.overview import checkpoint_series, steps_table
 from saecore.plots.agreement import AGREEMENT_MEASURES, agreement_scatter, encoder_decoder_figure
@@ -58,7 +57,7 @@ c1.metric("PW-MCC (mean over pairs)", f"{comp.pw.mean:.4f}", help="population st
 c2.metric("std over pairs", f"{comp.pw.std:.4f}")
 c3.metric("chance level", f"{chance:.4f}", help="MCC of random gaussian dictionaries of the same shapes")
 c4.metric("pairs", len(comp.pw.pairs))
-solves = summarize_solves([m.info for m in comp.matches.values()])
+solves = comp.solves()
 st.caption(f"{label}: {names}. {settings[:1].upper() + settings[1:]}.")
 st.caption(f"{solve_badge(solves)} {solves.detail} {comp.cached} of {len(comp.matches)} pairs from the cache.")
 
@@ -146,7 +145,7 @@ else:
     consistency = comp.feature_consistency(ref)
     bins = frequency_bins(freq, consistency["mean_score"].to_numpy())
     table(bins, column_config=BIN_COLUMNS)
-    share.table_section("Frequency bins", bins)
+    share.table_section("Frequency bins", bins.rename(columns={c: cfg["label"] for c, cfg in BIN_COLUMNS.items()}))
     cap = (f"Features of {ref_name} in 5 equal-width bins of log10 firing fraction (from {source}); per-feature score = "
            f"mean matched {sign_label(view.sign)} against the other {len(runs) - 1} run(s) of {label}. "
            f"Bars: mean ± sd, n = features per bin. Dashed: chance MCC.")

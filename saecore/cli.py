@@ -112,7 +112,6 @@ def cmd_info(args) -> int:
 
 def cmd_pwmcc(args) -> int:
     from saecore.consistency import compare_runs
-    from saecore.matching import summarize_solves
 
     runs = load_runs(args.runs, args.d_in)
     sign = "abs" if args.abs else "signed"
@@ -125,7 +124,7 @@ def cmd_pwmcc(args) -> int:
     for p in comp.pw.pairs:
         print(f"  {runs[p.a].name} ↔ {runs[p.b].name}: {p.pw_mcc:.4f}  ({plural(p.n_matched, 'pair')})")
     print(f"mean {comp.pw.mean:.4f}  std {comp.pw.std:.4f}  over {plural(len(comp.pw.pairs), 'pair')}")
-    print(summarize_solves([m.info for m in comp.matches.values()]).detail)
+    print(comp.solves().detail)
     return 0
 
 

@@ -12,7 +12,7 @@ import torch
 from saecore.cache import atomic_write_npz, content_key, default_cache_dir, read_npz
 from saecore.errors import InputError
 from saecore.matching import (Match, Prepared, check_compatible, match_from_arrays, match_prepared, match_runs,
-                              match_to_arrays, prepare)
+                              match_to_arrays, prepare, SolveSummary, summarize_solves)
 from saecore.metrics import PWMCC, feature_consistency, pw_mcc
 from saecore.runs import Run
 from saecore.similarity import check_sign, resolve_device
@@ -32,6 +32,10 @@ class Comparison:
     @property
     def names(self) -> list[str]:
         return [r.name for r in self.runs]
+
+    def solves(self) -> SolveSummary:
+        """How the pairs were matched and whether every matching is proven optimal."""
+        return summarize_solves([m.info for m in self.matches.values()])
 
     def feature_consistency(self, run: int):
         """Per-feature mean/min match score of one run against all the others."""

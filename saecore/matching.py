@@ -97,7 +97,8 @@ def summarize_solves(infos: list[dict]) -> SolveSummary:
     sparse = [i for i in infos if i.get("method") == "certified" and i.get("fallback") != "dense"]
     proven = [i for i in sparse if i.get("certified") is True]
     failed = [i for i in sparse if i.get("certified") is not True]
-    unproven = n - len(dense) - len(proven)  # scipy's dense solve is exact without a certificate
+    other = n - len(dense) - len(sparse)
+    unproven = len(failed) + other  # scipy's dense solve is exact without a certificate
     parts = []
     if dense:
         parts.append("scipy's assignment on the dense float64 cosine matrix" if len(dense) == n else
@@ -112,7 +113,7 @@ def summarize_solves(infos: list[dict]) -> SolveSummary:
         rounds = max(i.get("rounds", 0) for i in failed)
         parts.append(f"{len(failed)} not certified: excluded pairs still violated the dual "
                      f"certificate after {plural(rounds, 'round')}")
-    if other := n - len(dense) - len(sparse):
+    if other:
         parts.append(f"{other} by another solver, without a proof of optimality")
     pairs = "the pair" if n == 1 else f"all {n} pairs"
     head = ("Exact matching of " + pairs if not unproven else
